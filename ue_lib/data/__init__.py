@@ -1,0 +1,58 @@
+"""Domains: the data sets a model retrieves in, each split into train / val / test.
+
+    >>> from ue_lib.data import load_domain
+    >>> omniglot = load_domain("omniglot", image_size=32)      # files under $UE_DATA
+    >>> omniglot.train.images.shape, omniglot.test.num_classes
+
+Names: the `mini` suite (`omniglot`, `fashion`, `glyphs`) and `folder:<path>` for
+an ImageFolder-style tree of your own.
+"""
+
+from __future__ import annotations
+
+from .core import DataCorruptError, DataError, DataNotFoundError, Domain, Split, resolve_data_root
+from .fashion import load_fashion
+from .folder import load_folder
+from .glyphs import load_glyphs
+from .omniglot import load_omniglot
+
+LOADERS = {"omniglot": load_omniglot, "fashion": load_fashion, "glyphs": load_glyphs}
+SUITES = {"mini": ("omniglot", "fashion", "glyphs")}
+FOLDER_PREFIX = "folder:"
+
+__all__ = ["DataCorruptError", "DataError", "DataNotFoundError", "Domain", "Split", "LOADERS",
+           "SUITES", "load_domain", "load_domains", "parse_domains", "resolve_data_root"]
+
+
+def parse_domains(spec: str | list[str] | tuple[str, ...]) -> list[str]:
+    """'omniglot,glyphs,folder:/x' (or a list, or a suite name) -> validated list of names."""
+    names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
+    names = [n for n in names if n]
+    if len(names) == 1 and names[0] in SUITES:
+        return list(SUITES[names[0]])
+    for n in names:
+        if n not in LOADERS and not (n.startswith(FOLDER_PREFIX) and len(n) > len(FOLDER_PREFIX)):
+            raise ValueError(f"unknown domain {n!r}; known domains: {', '.join(LOADERS)}, or "
+                             f"'{FOLDER_PREFIX}<path>' for an ImageFolder-style tree")
+    if not names:
+        raise ValueError("no domain given: name at least one, e.g. 'omniglot,fashion,glyphs'")
+    if len(set(names)) != len(names):
+        raise ValueError(f"a domain is named twice in {names}")
+    return names
+
+
+def load_domain(name: str, root=None, **kwargs) -> Domain:
+    """Load one domain by name; kwargs go to its loader (image_size, channels, seed,
+    test_fraction, val_fraction, max_per_class, max_classes, download)."""
+    (name,) = parse_domains([name])
+    if name.startswith(FOLDER_PREFIX):
+        kwargs.pop("download", None)
+        return load_folder(name[len(FOLDER_PREFIX):], **kwargs)
+    return LOADERS[name](root, **kwargs)
+
+
+def load_domains(names, root=None, per_domain: dict | None = None, **kwargs) -> dict[str, Domain]:
+    """Load several domains; `per_domain[name]` overrides kwargs for one of them."""
+    per_domain = per_domain or {}
+    return {n: load_domain(n, root, **{**kwargs, **per_domain.get(n, {})})
+            for n in parse_domains(names)}

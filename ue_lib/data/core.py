@@ -1,0 +1,293 @@
+"""Shared pieces of every domain loader: the `Domain`/`Split` containers, the
+data-root rule, checksummed downloads, image conversion and the split rules.
+
+Images are stored as uint8 arrays of shape (N, C, H, W); labels are int64
+indices into `Domain.class_names`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ENV_VAR = "UE_DATA"
+
+
+class DataError(Exception):
+    """Base class of the data errors a user can cause (missing or bad files)."""
+
+
+class DataNotFoundError(DataError, FileNotFoundError):
+    """A domain's files are not on disk (and could not be downloaded)."""
+
+
+class DataCorruptError(DataError, ValueError):
+    """A file exists but cannot be read, or has the wrong checksum or format."""
+
+
+@dataclass
+class Split:
+    """One split of a domain: uint8 images (N, C, H, W) and int64 labels (N,)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != np.uint8 or self.images.ndim != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} "
+                             f"{self.images.shape}")
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        if len(self.images) != len(self.labels):
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def classes(self) -> np.ndarray:
+        return np.unique(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+@dataclass
+class Domain:
+    """A retrieval domain: train / val / test splits plus what it is and where it came from.
+
+    `split_rule` says how the splits were made: class-disjoint (test classes never
+    seen in training, val classes carved from the training classes) or, for a
+    domain with too few classes for that, held-out images of the same classes.
+    """
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    class_names: list[str]
+    split_rule: str
+    provenance: str
+    license: str
+    notes: dict = field(default_factory=dict)
+
+    @property
+    def splits(self) -> dict[str, Split]:
+        return {"train": self.train, "val": self.val, "test": self.test}
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.images.shape[1:])
+
+    def summary(self) -> dict:
+        """One row describing the domain (for tables in notebooks and the CLI)."""
+        row = {"domain": self.name, "split_rule": self.split_rule}
+        for name, split in self.splits.items():
+            row[f"{name}_images"] = len(split)
+            row[f"{name}_classes"] = split.num_classes
+        return row
+
+
+# ----------------------------------------------------------------------------- data root
+
+def resolve_data_root(root: str | os.PathLike | None = None) -> Path:
+    """Data root: explicit argument, else the `UE_DATA` environment variable, else ./data."""
+    if root is not None and str(root) != "":
+        return Path(root).expanduser()
+    env = os.environ.get(ENV_VAR, "")
+    if env:
+        return Path(env).expanduser()
+    return Path("data")
+
+
+# ----------------------------------------------------------------------------- files
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A file a loader needs: its name, the places to download it from and its sha256."""
+
+    name: str
+    urls: tuple[str, ...]
+    sha256: str
+
+
+def sha256sum(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _missing_message(domain: str, folder: Path, files: list[RemoteFile], how: str,
+                     reason: str) -> str:
+    names = "\n".join(f"    {folder / f.name}" for f in files)
+    return (f"Data for domain '{domain}' not found: {reason}\n"
+            f"  searched: {folder.resolve()}\n"
+            f"  expected files:\n{names}\n"
+            f"  how to get them: {how}\n"
+            f"  (the data root is the `root` argument, else ${ENV_VAR}, else ./data)")
+
+
+def ensure_files(domain: str, folder: Path, files: list[RemoteFile], how: str,
+                 download: bool = True) -> dict[str, Path]:
+    """Return the local path of each file, downloading missing ones when allowed.
+
+    Every file is checked against its sha256, so a truncated or corrupt download
+    is reported by name instead of failing later inside a decoder.
+    """
+    missing = [f for f in files if not (folder / f.name).is_file()]
+    if missing and download:
+        _download(domain, folder, missing, how)
+    missing = [f for f in files if not (folder / f.name).is_file()]
+    if missing:
+        raise DataNotFoundError(_missing_message(
+            domain, folder, files, how,
+            f"missing {', '.join(f.name for f in missing)} (download disabled)"))
+    for f in files:
+        path = folder / f.name
+        if sha256sum(path) != f.sha256:
+            raise DataCorruptError(
+                f"Data for domain '{domain}': {path} has the wrong checksum (expected sha256 "
+                f"{f.sha256}); the file is corrupt or incomplete. Delete it and run again to "
+                f"re-download it, or {how}")
+    return {f.name: folder / f.name for f in files}
+
+
+def _download(domain: str, folder: Path, files: list[RemoteFile], how: str) -> None:
+    from torchvision.datasets.utils import download_url  # heavy import, only when needed
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataNotFoundError(_missing_message(
+            domain, folder, files, how, f"the folder cannot be created ({exc})")) from exc
+    for f in files:
+        errors = []
+        for url in f.urls:
+            try:
+                download_url(url, str(folder), filename=f.name)
+            except Exception as exc:  # network errors come in many types
+                errors.append(f"{url}: {exc}")
+                (folder / f.name).unlink(missing_ok=True)
+                continue
+            if sha256sum(folder / f.name) == f.sha256:
+                break
+            errors.append(f"{url}: checksum mismatch")
+            (folder / f.name).unlink(missing_ok=True)
+        else:
+            raise DataNotFoundError(_missing_message(
+                domain, folder, files, how,
+                f"{f.name} is missing and the download failed ({'; '.join(errors)})"))
+
+
+# ----------------------------------------------------------------------------- images
+
+def pil_to_array(img: Image.Image, image_size: int, channels: int) -> np.ndarray:
+    """Resize a PIL image to image_size x image_size and return uint8 (C, H, W)."""
+    img = img.convert("L" if channels == 1 else "RGB")
+    if img.size != (image_size, image_size):
+        img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
+    arr = np.asarray(img, dtype=np.uint8)
+    return arr[None] if channels == 1 else arr.transpose(2, 0, 1).copy()
+
+
+def check_image_args(image_size: int, channels: int) -> None:
+    if not isinstance(image_size, (int, np.integer)) or image_size < 8:
+        raise ValueError(f"image_size must be an integer >= 8, got {image_size!r}")
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+
+
+# ----------------------------------------------------------------------------- splits
+
+def subsample_per_class(labels: np.ndarray, max_per_class: int | None,
+                        rng: np.random.Generator) -> np.ndarray:
+    """Indices keeping at most `max_per_class` items of each class (seeded choice, sorted)."""
+    if max_per_class is None:
+        return np.arange(len(labels))
+    keep = [rng.permutation(np.flatnonzero(labels == c))[:max_per_class]
+            for c in np.unique(labels)]
+    return np.sort(np.concatenate(keep))
+
+
+def subsample_classes(labels: np.ndarray, max_classes: int | None,
+                      rng: np.random.Generator) -> np.ndarray:
+    """Indices of the items of at most `max_classes` classes (seeded choice)."""
+    classes = np.unique(labels)
+    if max_classes is None or max_classes >= len(classes):
+        return np.arange(len(labels))
+    chosen = rng.choice(classes, size=max_classes, replace=False)
+    return np.flatnonzero(np.isin(labels, chosen))
+
+
+def class_disjoint_split(labels: np.ndarray, test_fraction: float, val_fraction: float,
+                         rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split item indices so that train, val and test have pairwise disjoint classes.
+
+    `test_fraction` of the classes go to test; `val_fraction` of the remaining
+    (training) classes are carved out for validation. Each split keeps at least
+    two classes, so it needs at least six classes.
+    """
+    _check_fraction("test_fraction", test_fraction)
+    _check_fraction("val_fraction", val_fraction)
+    classes = rng.permutation(np.unique(labels))
+    n = len(classes)
+    if n < 6:
+        raise ValueError(f"a class-disjoint train/val/test split needs at least 6 classes, "
+                         f"found {n}")
+    n_test = min(max(2, round(n * test_fraction)), n - 4)
+    n_val = min(max(2, round((n - n_test) * val_fraction)), n - n_test - 2)
+    test_c, val_c, train_c = classes[:n_test], classes[n_test:n_test + n_val], classes[n_test + n_val:]
+    return tuple(np.flatnonzero(np.isin(labels, c)) for c in (train_c, val_c, test_c))
+
+
+def held_out_split(labels: np.ndarray, fraction: float,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified split of item indices: `fraction` of each class is held out."""
+    _check_fraction("fraction", fraction)
+    keep, held = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_held = max(1, round(len(idx) * fraction))
+        held.append(idx[:n_held])
+        keep.append(idx[n_held:])
+    return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
+
+
+def _check_fraction(name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise ValueError(f"{name} must be a number strictly between 0 and 1, got {value!r}")
+
+
+def make_split(images: np.ndarray, labels: np.ndarray, idx: np.ndarray) -> Split:
+    return Split(np.ascontiguousarray(images[idx]), labels[idx])
+
+
+def domain_from_items(name: str, images: np.ndarray, labels: np.ndarray,
+                      class_names: list[str], *, seed: int, test_fraction: float,
+                      val_fraction: float, max_per_class: int | None,
+                      max_classes: int | None, provenance: str, license: str,
+                      notes: dict | None = None) -> Domain:
+    """Build a class-disjoint Domain from all of a source's items (the usual case)."""
+    rng = np.random.default_rng(seed)
+    idx = subsample_classes(labels, max_classes, rng)
+    idx = idx[subsample_per_class(labels[idx], max_per_class, rng)]
+    images, labels = images[idx], labels[idx]
+    train, val, test = class_disjoint_split(labels, test_fraction, val_fraction, rng)
+    return Domain(
+        name=name,
+        train=make_split(images, labels, train),
+        val=make_split(images, labels, val),
+        test=make_split(images, labels, test),
+        class_names=class_names,
+        split_rule="class-disjoint: test and val classes are never seen in training",
+        provenance=provenance,
+        license=license,
+        notes=notes or {},
+    )

@@ -1,0 +1,300 @@
+"""One training loop, used three ways.
+
+* `specialist` — one domain, a metric loss on its labels.
+* `naive` — all domains, batches follow the multi-domain schedule (one domain
+  per batch), one metric loss: the "naive fusion" universal model.
+* `distill` — all domains; each batch is embedded by the student and by that
+  domain's frozen specialist, and the student is trained to match it with a
+  distillation loss (plus `metric_weight` × the metric loss on the labels).
+
+Every `eval_every` epochs (and after the last) each domain's val and test splits
+are evaluated; the per-epoch rows are the history the notebooks plot. The model
+kept is the one with the best mean validation score (never test). With an
+`out_dir`, a checkpoint is written atomically after every epoch and a rerun
+resumes from it, ending with exactly the numbers of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .config import ModelConfig, OptimConfig, TrainConfig
+from .data import Domain
+from .evaluate import embed, retrieval_metrics
+from .losses import make_distillation_loss, make_metric_loss
+from .models import EmbeddingNet, build_model
+from .samplers import MultiDomainBatchSampler
+
+CHECKPOINT, FINAL, HISTORY = "checkpoint.pt", "model.pt", "history.csv"
+
+
+@dataclass
+class TrainResult:
+    model: EmbeddingNet  # weights of the selected (best validation) epoch
+    history: pd.DataFrame  # epoch, domain, split, metric, value
+    best_epoch: int
+    seconds: float  # training time of this call (0 when loaded finished from disk)
+    config: dict
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def atomic_save(obj, path: Path) -> None:
+    """torch.save to a temporary file in the same folder, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _fingerprint(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _data_fingerprint(domains: dict[str, Domain]) -> dict:
+    return {name: {s: [len(sp), int(sp.labels.sum()), int(sp.images[:, :, ::7, ::7].sum())]
+                   for s, sp in d.splits.items()} for name, d in domains.items()}
+
+
+def augmenter() -> Callable[[torch.Tensor], torch.Tensor]:
+    """Per-image random affine jitter (small rotation, shift, scale)."""
+    from torchvision.transforms import v2
+
+    t = v2.RandomAffine(degrees=8, translate=(0.08, 0.08), scale=(0.9, 1.1))
+    return lambda x: torch.stack([t(im) for im in x])
+
+
+def _global_labels(domains: dict[str, Domain]) -> dict[str, torch.Tensor]:
+    """Map each domain's training labels to one contiguous range over all domains
+    (proxy losses need it; for the other losses it changes nothing)."""
+    out, offset = {}, 0
+    for name, d in domains.items():
+        classes, inverse = np.unique(d.train.labels, return_inverse=True)
+        out[name] = torch.as_tensor(inverse + offset, dtype=torch.long)
+        offset += len(classes)
+    return out
+
+
+def evaluate_history_rows(model: nn.Module, domains: dict[str, Domain], splits, epoch: int,
+                          batch_size: int) -> list[dict]:
+    rows = []
+    for name, d in domains.items():
+        for split in splits:
+            sp = getattr(d, split)
+            metrics = retrieval_metrics(embed(model, sp.images, batch_size), sp.labels)
+            rows += [{"epoch": epoch, "domain": name, "split": split, "metric": m, "value": v}
+                     for m, v in metrics.items()]
+    return rows
+
+
+def _selection_score(rows: list[dict], metric: str) -> float:
+    vals = [r["value"] for r in rows if r["split"] == "val" and r["metric"] == metric]
+    return float(np.mean(vals))
+
+
+# ----------------------------------------------------------------------------- training
+
+def train(domains: dict[str, Domain], cfg: TrainConfig, model_cfg: ModelConfig | None = None,
+          optim_cfg: OptimConfig | None = None, teachers: dict[str, nn.Module] | None = None,
+          out_dir: str | Path | None = None, resume: bool = True, progress: bool = True,
+          on_epoch_end: Callable[[int, pd.DataFrame], None] | None = None,
+          selection_metric: str = "recall@1") -> TrainResult:
+    """Train one model in `cfg.mode` on `domains` (name -> Domain); see the module doc."""
+    model_cfg, optim_cfg = model_cfg or ModelConfig(), optim_cfg or OptimConfig()
+    if cfg.mode == "specialist" and len(domains) != 1:
+        raise ValueError(f"a specialist trains on exactly one domain, got {list(domains)}")
+    if cfg.mode == "distill":
+        missing = [n for n in domains if teachers is None or n not in teachers]
+        if missing:
+            raise ValueError(f"distill mode needs a frozen specialist for every domain; "
+                             f"missing teacher(s) for {missing}")
+    device = resolve_device(cfg.device)
+    config = {"train": cfg.to_dict(), "model": model_cfg.to_dict(), "optim": optim_cfg.to_dict(),
+              "domains": list(domains), "data": _data_fingerprint(domains),
+              "selection_metric": selection_metric}
+    fingerprint = _fingerprint(config)
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None and resume and (out / FINAL).is_file():
+        return load_result(out, expect_fingerprint=fingerprint)
+
+    # ---- model, losses, optimiser
+    model = build_model(model_cfg, seed=cfg.seed).to(device)
+    labels = _global_labels(domains)
+    n_classes = int(sum(len(torch.unique(v)) for v in labels.values()))
+    losses = nn.ModuleDict()
+    if cfg.mode != "distill" or cfg.metric_weight > 0:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            losses["metric"] = make_metric_loss(cfg.metric_loss, num_classes=n_classes,
+                                                embedding_dim=model_cfg.embedding_dim,
+                                                **cfg.metric_loss_params)
+    teacher_cache: dict[str, torch.Tensor] = {}
+    if cfg.mode == "distill":
+        for i, name in enumerate(domains):
+            teacher = teachers[name].to(device).eval()
+            for p in teacher.parameters():
+                p.requires_grad_(False)
+            t_dim = getattr(teacher, "embedding_dim", model_cfg.embedding_dim)
+            losses[f"distill{i}"] = make_distillation_loss(
+                cfg.distill_loss, student_dim=model_cfg.embedding_dim, teacher_dim=t_dim,
+                **cfg.distill_loss_params)
+            if not cfg.augment:  # inputs never change: embed the training set once
+                teacher_cache[name] = torch.from_numpy(
+                    embed(teacher, domains[name].train.images, cfg.eval_batch_size)).to(device)
+    losses.to(device)
+    params = list(model.parameters()) + list(losses.parameters())
+    opt = _optimizer(optim_cfg, params)
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+             if optim_cfg.lr_schedule == "cosine" else None)
+
+    # ---- data
+    images = {n: torch.from_numpy(d.train.images) for n, d in domains.items()}
+    sampler = MultiDomainBatchSampler({n: d.train.labels for n, d in domains.items()},
+                                      cfg.p, cfg.k, schedule=cfg.domain_schedule, seed=cfg.seed)
+    augment = augmenter() if cfg.augment else None
+
+    # ---- resume
+    start, history, best = 0, [], {"epoch": 0, "score": -1.0, "model": None}
+    if out is not None and resume and (out / CHECKPOINT).is_file():
+        ckpt = torch.load(out / CHECKPOINT, map_location=device, weights_only=False)
+        if ckpt["fingerprint"] != fingerprint:
+            raise ValueError(f"{out / CHECKPOINT} was written by a run with other settings or "
+                             f"data; use another output folder or delete it to start afresh")
+        model.load_state_dict(ckpt["model"])
+        losses.load_state_dict(ckpt["losses"])
+        opt.load_state_dict(ckpt["optimizer"])
+        if sched is not None:
+            sched.load_state_dict(ckpt["scheduler"])
+        start, history, best = ckpt["epoch"], ckpt["history"], ckpt["best"]
+
+    # ---- loop
+    t0 = time.perf_counter()
+    epochs = tqdm(range(start, cfg.epochs), desc=f"{cfg.mode}", unit="epoch",
+                  disable=not progress, initial=start, total=cfg.epochs)
+    for epoch in epochs:
+        model.train()
+        sampler.set_epoch(epoch)
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # augmentation draws: resumable
+        sums: dict[str, list[float]] = {n: [] for n in domains}
+        for b, (name, idx) in enumerate(tqdm(sampler, desc=f"epoch {epoch + 1}", leave=False,
+                                             disable=not progress)):
+            idx_t = torch.as_tensor(idx)
+            x = images[name][idx_t].to(device, non_blocking=True).float().div_(255)
+            if augment is not None:
+                x = augment(x)
+            emb = model(x)
+            if cfg.mode == "distill":
+                i = list(domains).index(name)
+                if name in teacher_cache:
+                    target = teacher_cache[name][idx_t.to(device)]
+                else:
+                    with torch.no_grad():
+                        target = teachers[name](x)
+                loss = losses[f"distill{i}"](emb, target)
+                if "metric" in losses:
+                    loss = loss + cfg.metric_weight * losses["metric"](emb, labels[name][idx_t].to(device))
+            else:
+                loss = losses["metric"](emb, labels[name][idx_t].to(device))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, batch {b + 1} "
+                    f"(domain {name!r}, loss {_loss_name(cfg)}); lower the learning rate "
+                    f"(now {optim_cfg.lr}) or check the inputs of that domain")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sums[name].append(loss.item())
+        if sched is not None:
+            sched.step()
+        done = epoch + 1
+        history += [{"epoch": done, "domain": n, "split": "train", "metric": "loss",
+                     "value": float(np.mean(v))} for n, v in sums.items() if v]
+        if done % cfg.eval_every == 0 or done == cfg.epochs:
+            rows = evaluate_history_rows(model, domains, cfg.eval_splits, done, cfg.eval_batch_size)
+            history += rows
+            score = _selection_score(rows, selection_metric)
+            if score > best["score"]:
+                best = {"epoch": done, "score": score,
+                        "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+            epochs.set_postfix({f"val {selection_metric}": f"{score:.3f}"})
+        if out is not None:
+            atomic_save({"epoch": done, "model": model.state_dict(), "losses": losses.state_dict(),
+                         "optimizer": opt.state_dict(),
+                         "scheduler": sched.state_dict() if sched is not None else None,
+                         "history": history, "best": best, "fingerprint": fingerprint,
+                         "config": config}, out / CHECKPOINT)
+        if on_epoch_end is not None:
+            on_epoch_end(done, pd.DataFrame(history))
+
+    seconds = time.perf_counter() - t0
+    model.load_state_dict(best["model"])
+    model.eval()
+    result = TrainResult(model, pd.DataFrame(history), best["epoch"], seconds, config)
+    if out is not None:
+        atomic_save({"model": best["model"], "best_epoch": best["epoch"], "config": config,
+                     "fingerprint": fingerprint, "seconds": seconds, "history": history},
+                    out / FINAL)
+        atomic_write_text(result.history.to_csv(index=False), out / HISTORY)
+        (out / CHECKPOINT).unlink(missing_ok=True)
+    return result
+
+
+def load_result(out_dir: str | Path, expect_fingerprint: str | None = None) -> TrainResult:
+    """Load a finished run written by `train(..., out_dir=...)`."""
+    out = Path(out_dir)
+    state = torch.load(out / FINAL, map_location="cpu", weights_only=False)
+    if expect_fingerprint is not None and state["fingerprint"] != expect_fingerprint:
+        raise ValueError(f"{out / FINAL} was trained with other settings or data; use another "
+                         f"output folder or delete it to retrain")
+    model_cfg = ModelConfig.from_dict(state["config"]["model"])
+    model = build_model(model_cfg)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return TrainResult(model, pd.DataFrame(state["history"]), state["best_epoch"], 0.0,
+                       state["config"])
+
+
+def _loss_name(cfg: TrainConfig) -> str:
+    if cfg.mode != "distill":
+        return cfg.metric_loss
+    return cfg.distill_loss + (f" + {cfg.metric_weight} x {cfg.metric_loss}"
+                               if cfg.metric_weight > 0 else "")
+
+
+def _optimizer(cfg: OptimConfig, params) -> torch.optim.Optimizer:
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+__all__ = ["TrainResult", "train", "load_result", "resolve_device", "atomic_save",
+           "atomic_write_text"]
