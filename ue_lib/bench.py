@@ -1,4 +1,7 @@
-"""Benchmarks. ``python -m ue_lib.bench eval [--n 20000 --dim 128 --classes 200 --repeat 3]``.
+"""Benchmarks (not timed tests: they print figures for a human to read).
+
+``python -m ue_lib.bench eval [--n 20000 --dim 128 --classes 200 --repeat 3]``
+``python -m ue_lib.bench train [--batches 60 --epochs 3]`` (needs the mini data, see README)
 
 ``eval`` times :func:`ue_lib.evaluate.retrieval_metrics` against a brute-force torch reference
 (full similarity rows in chunks) and, when installed, pytorch-metric-learning's AccuracyCalculator,
@@ -122,6 +125,78 @@ def bench_eval(args: argparse.Namespace) -> None:
         print(f"max |diff| vs {name}: {diff:.2e} (nonzero only through tie order)")
 
 
+def _images_per_second(step: Callable[[int], None], batches: int, batch_size: int) -> float:
+    step(0)  # warm-up
+    start = time.perf_counter()
+    for b in range(1, batches + 1):
+        step(b)
+    return batches * batch_size / (time.perf_counter() - start)
+
+
+def bench_train(args: argparse.Namespace) -> None:
+    """Training throughput of the small CNN: real data pipeline vs model alone, and one
+    distillation epoch (cached teachers) vs one plain metric-learning epoch on the same data."""
+    from ue_lib.config import ModelConfig, TrainConfig
+    from ue_lib.data import load_domains
+    from ue_lib.losses import make_metric_loss
+    from ue_lib.models import build_model
+    from ue_lib.samplers import MultiDomainBatchSampler
+    from ue_lib.train import train
+
+    domains = load_domains("mini", per_domain={"fashion": {"max_per_class": args.fashion_per_class}})
+    print(f"torch threads={torch.get_num_threads()}; train images: "
+          + ", ".join(f"{n} {len(d.train)}" for n, d in domains.items()))
+    cfg = TrainConfig(p=16, k=4)
+    model = build_model(ModelConfig(), seed=0)
+    loss_fn = make_metric_loss("multi_similarity")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def update(x: torch.Tensor, y: torch.Tensor) -> None:
+        loss = loss_fn(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    images = {n: torch.from_numpy(d.train.images) for n, d in domains.items()}
+    labels = {n: torch.from_numpy(d.train.labels) for n, d in domains.items()}
+    sampler = MultiDomainBatchSampler({n: d.train.labels for n, d in domains.items()}, cfg.p, cfg.k)
+    stream = iter(list(sampler) * (args.batches // len(sampler) + 2))
+
+    def pipeline_step(_: int) -> None:
+        name, idx = next(stream)
+        idx = torch.as_tensor(idx)
+        update(images[name][idx].float().div_(255), labels[name][idx])
+
+    name, idx = next(iter(sampler))
+    x_fixed = images[name][torch.as_tensor(idx)].float().div_(255)
+    y_fixed = labels[name][torch.as_tensor(idx)]
+    bs = len(idx)
+    alone = _images_per_second(lambda _: update(x_fixed, y_fixed), args.batches, bs)
+    piped = _images_per_second(pipeline_step, args.batches, bs)
+    print(f"\nsmall CNN, batch {bs} (P={cfg.p} x K={cfg.k}), {args.batches} batches")
+    print(f"  model alone on a pre-loaded tensor : {alone:8.1f} images/s")
+    print(f"  real data pipeline (sampler+index) : {piped:8.1f} images/s")
+    print(f"  pipeline cost                      : {100 * (alone / piped - 1):8.1f} % (goal <= 15 %)")
+
+    # epoch timing: epoch 2 of a 3-epoch run (evaluation only after the last epoch)
+    def epoch_seconds(mode: str, teachers=None) -> float:
+        ends: list[float] = []
+        run_cfg = TrainConfig(mode=mode, epochs=args.epochs, eval_every=10_000,
+                              eval_splits=("val",))
+        train(domains, run_cfg, teachers=teachers, progress=False,
+              on_epoch_end=lambda e, h: ends.append(time.perf_counter()))
+        return float(np.median(np.diff(ends[:-1]))) if len(ends) > 2 else ends[1] - ends[0]
+
+    teachers = {n: build_model(ModelConfig(), seed=i) for i, n in enumerate(domains)}
+    metric_epoch = epoch_seconds("naive")
+    distill_epoch = epoch_seconds("distill", teachers)
+    print(f"\none epoch, same data and schedule ({len(sampler)} batches)")
+    print(f"  metric learning (naive, multi-similarity) : {metric_epoch:6.2f} s")
+    print(f"  distillation (KL, cached teachers)        : {distill_epoch:6.2f} s")
+    print(f"  ratio                                     : {distill_epoch / metric_epoch:6.3f} "
+          f"(goal <= 1.15)")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m ue_lib.bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -133,6 +208,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--repeat", type=int, default=3, help="timed repeats (median reported)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=bench_eval)
+    t = sub.add_parser("train", help="training throughput: pipeline cost, distill vs metric epoch")
+    t.add_argument("--batches", type=int, default=60, help="timed batches per throughput figure")
+    t.add_argument("--epochs", type=int, default=3, help="epochs per timed run (>= 2)")
+    t.add_argument("--fashion-per-class", type=int, default=300)
+    t.set_defaults(func=bench_train)
     args = parser.parse_args(argv)
     args.func(args)
 

@@ -1,21 +1,58 @@
-"""The `ue` command line."""
+"""The `ue` command line: run the notebooks, check results against a baseline, describe data."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+EPILOG = """examples:
+  ue run --profile mini --out runs/mini
+  ue run --profile smoke --out runs/smoke --only 02 03 -p temperature 0.1
+  ue check runs/smoke --baseline tests/baselines/smoke.json
+  ue data mini
+"""
+
+
+def _overrides(pairs: list[list[str]] | None) -> dict:
+    from .profiles import parse_value
+
+    out = {}
+    for pair in pairs or []:
+        name, *values = pair
+        if len(values) != 1:
+            raise ValueError(f"-p {name}: give exactly one value (got {len(values)}); "
+                             f"use `ue sweep` to try several")
+        out[name] = parse_value(values[0])
+    return out
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .runner import run
+
+    run(args.profile, args.out, seed=args.seed, only=args.only, overrides=_overrides(args.p),
+        domains=args.domains or "")
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .runner import check, format_check, record_baseline
+
+    if args.record:
+        path = record_baseline(args.dir, args.baseline)
+        print(f"baseline recorded: {path}")
+        return 0
+    ok, table = check(args.dir, args.baseline)
+    print(format_check(table, all_rows=args.all))
+    print("OK: every value within tolerance" if ok else "FAILED: see the rows above")
+    return 0 if ok else 1
+
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from .data import DataError, load_domains, resolve_data_root
+    from .data import load_domains, resolve_data_root
 
     print(f"data root: {resolve_data_root(args.root).resolve()}")
-    try:
-        domains = load_domains(args.domains, args.root, image_size=args.image_size,
-                               seed=args.seed, download=not args.no_download)
-    except (DataError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    domains = load_domains(args.domains, args.root, image_size=args.image_size, seed=args.seed,
+                           download=not args.no_download)
     for d in domains.values():
         row = d.summary()
         print(f"\n{d.name}: {d.split_rule}\n  {d.provenance} (licence: {d.license})")
@@ -26,22 +63,50 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ue", description=__doc__)
+    parser = argparse.ArgumentParser(prog="ue", description=__doc__, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    data = sub.add_parser("data", help="load domains (downloading when missing) and describe them")
-    data.add_argument("domains", nargs="?", default="mini",
-                      help="suite name or comma-separated domains (default: mini)")
-    data.add_argument("--root", default=None, help="data root (default: $UE_DATA, else ./data)")
-    data.add_argument("--image-size", type=int, default=32)
-    data.add_argument("--seed", type=int, default=0)
-    data.add_argument("--no-download", action="store_true", help="never download")
-    data.set_defaults(func=_cmd_data)
+
+    r = sub.add_parser("run", help="execute the notebooks in order with papermill")
+    r.add_argument("--profile", default="mini", help="smoke | mini (default: mini)")
+    r.add_argument("--out", required=True, help="run folder (created; rerun to resume)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--only", nargs="+", metavar="NB", help="notebook numbers or names, e.g. 01 03")
+    r.add_argument("--domains", default="", help="comma-separated domains (default: profile's)")
+    r.add_argument("-p", nargs="+", action="append", metavar=("NAME", "VALUE"),
+                   help="override a profile setting, e.g. -p epochs_naive 30 (repeatable)")
+    r.set_defaults(func=_cmd_run)
+
+    c = sub.add_parser("check", help="compare a run's results.csv with a recorded baseline")
+    c.add_argument("dir", help="run folder holding results.csv")
+    c.add_argument("--baseline", required=True, help="baseline JSON file")
+    c.add_argument("--all", action="store_true", help="show every row, not only the failures")
+    c.add_argument("--record", action="store_true",
+                   help="write the baseline from this run instead of checking")
+    c.set_defaults(func=_cmd_check)
+
+    d = sub.add_parser("data", help="load domains (downloading when missing) and describe them")
+    d.add_argument("domains", nargs="?", default="mini",
+                   help="suite name or comma-separated domains (default: mini)")
+    d.add_argument("--root", default=None, help="data root (default: $UE_DATA, else ./data)")
+    d.add_argument("--image-size", type=int, default=32)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--no-download", action="store_true", help="never download")
+    d.set_defaults(func=_cmd_data)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .config import Validated  # noqa: F401  (imports torch once, before timing starts)
+    from .data import DataError
+    from .runner import RunError
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (DataError, RunError, ValueError, TypeError, FileNotFoundError) as exc:
+        print(f"ue {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -29,11 +29,9 @@ TIE_EPS = 1e-6
 # Guard band for the float32 scores faiss ranks with: a row is complete only if its last retrieved
 # candidate lies more than TIE_EPS + _SCORE_SLACK below the boundary tie group.
 _SCORE_SLACK = 1e-6
-# Query chunks for faiss: at most _MAX_CHUNK rows and _CHUNK_ELEMS neighbour entries (rows * k);
-# exact similarities are recomputed in blocks of at most _GATHER_ELEMS float32 values.
+# Query chunks for faiss: at most _MAX_CHUNK rows and _CHUNK_ELEMS neighbour entries (rows * k).
 _CHUNK_ELEMS = 1 << 22
 _MAX_CHUNK = 2048
-_GATHER_ELEMS = 1 << 21
 # faiss searches per row (k, 2k, 4k) before a still-open boundary tie group is resolved densely.
 _SEARCH_ROUNDS = 3
 _SPLITS = ("train", "val", "test")
@@ -69,32 +67,22 @@ def _l2_normalise(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
-def _exact_sims(x: np.ndarray, rows: np.ndarray, cand: np.ndarray) -> np.ndarray:
-    """float64 cosine similarities of ``x[rows]`` to their candidates, in small row blocks."""
-    sims = np.empty(cand.shape)
-    step = max(1, _GATHER_ELEMS // cand[0].size // x.shape[1])
-    for s in range(0, len(rows), step):
-        block = slice(s, s + step)
-        np.einsum("rkd,rd->rk", x[cand[block]], x[rows[block]], dtype=np.float64, out=sims[block])
-    return sims
-
-
 def _rank_candidates(
-    x: np.ndarray, rows: np.ndarray, cand: np.ndarray
+    scores: np.ndarray, rows: np.ndarray, cand: np.ndarray, n: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Order candidate rows by the tie rule; the query itself is dropped (or the last candidate
     if the query is absent), leaving ``k - 1`` neighbours per row.
 
     Returns (neighbour indices, float64 similarities, tie-group ids), each (len(rows), k - 1).
     """
-    sims = _exact_sims(x, rows, cand)
+    sims = scores.astype(np.float64)
     sims[cand == rows[:, None]] = -np.inf  # self sorts last and is cut off below
     order = np.argsort(-sims, axis=1)[:, :-1]
     sims = np.take_along_axis(sims, order, 1)
     cand = np.take_along_axis(cand, order, 1)
     group = np.zeros(sims.shape, dtype=np.int64)
     group[:, 1:] = np.cumsum(sims[:, :-1] - sims[:, 1:] > TIE_EPS, axis=1)
-    order = np.argsort(group * len(x) + cand, axis=1)  # by group, then by item index
+    order = np.argsort(group * n + cand, axis=1)  # by group, then by item index
     return tuple(np.take_along_axis(a, order, 1) for a in (cand, sims, group))
 
 
@@ -110,15 +98,14 @@ def _dense_ranked(x: np.ndarray, rows: np.ndarray, width: int) -> np.ndarray:
     """First ``width`` neighbours of ``rows`` by the tie rule, from full similarity rows.
 
     For rows whose boundary tie group is too large for faiss re-searches (e.g. collapsed or
-    duplicate-heavy embeddings): float64 similarity rows in blocks, one sort of their values to
+    duplicate-heavy embeddings): full similarity rows in blocks, one sort of their values to
     find the boundary group's range, then its members are taken in index order by a mask.
     """
-    x64 = x.astype(np.float64)
     out = np.empty((len(rows), width), dtype=np.int64)
     step = max(1, _CHUNK_ELEMS // len(x))
     for s in range(0, len(rows), step):
         block = rows[s : s + step]
-        sims = x64[block] @ x64.T
+        sims = (x[block] @ x.T).astype(np.float64)  # float32 products, as faiss computes them
         sims[np.arange(len(block)), block] = -np.inf
         vals = -np.sort(-sims, axis=1)
         group = np.zeros(vals.shape, dtype=np.int64)
@@ -150,8 +137,8 @@ def _search_sorted(
         retry = []
         step = max(1, _CHUNK_ELEMS // k)
         for part in (todo[s : s + step] for s in range(0, len(todo), step)):
-            _, cand = index.search(x[rows[part]], k)
-            nbr, sims, group = _rank_candidates(x, rows[part], cand)
+            scores, cand = index.search(x[rows[part]], k)
+            nbr, sims, group = _rank_candidates(scores, rows[part], cand, n)
             done = np.full(len(part), k == n) | _boundary_complete(sims, group, need[part])
             out[part[done]] = nbr[done, :width]
             retry.append(part[~done])
@@ -232,8 +219,8 @@ def retrieval_metrics(
     in the module docstring). Raises ValueError if no query has another item of its class.
     Counts are given by :func:`query_counts`.
 
-    Tie rule: faiss (exact ``IndexFlatIP``) only proposes candidates; their cosine similarities
-    are recomputed in float64 from the L2-normalised float32 embeddings. Sorted in decreasing
+    Tie rule: candidates and their cosine similarities come from faiss (exact ``IndexFlatIP``
+    on the L2-normalised float32 embeddings). Sorted in decreasing
     order, consecutive candidates whose similarities differ by at most ``TIE_EPS`` = 1e-6
     (absolute) are tied, and ties chain: a tie group is a maximal such run. Groups keep their
     similarity order; inside a group candidates are ranked by ascending item index. The query

@@ -43,8 +43,9 @@ CHECKPOINT, FINAL, HISTORY = "checkpoint.pt", "model.pt", "history.csv"
 @dataclass
 class TrainResult:
     model: EmbeddingNet  # weights of the selected (best validation) epoch
-    history: pd.DataFrame  # epoch, domain, split, metric, value
+    history: pd.DataFrame  # epoch, domain, split, metric, value (curves; split "train" = loss)
     best_epoch: int
+    final: pd.DataFrame  # domain, split, metric, value of the selected model on val and test
     seconds: float  # training time of this call (0 when loaded finished from disk)
     config: dict
 
@@ -256,11 +257,14 @@ def train(domains: dict[str, Domain], cfg: TrainConfig, model_cfg: ModelConfig |
     seconds = time.perf_counter() - t0
     model.load_state_dict(best["model"])
     model.eval()
-    result = TrainResult(model, pd.DataFrame(history), best["epoch"], seconds, config)
+    final = [{k: v for k, v in r.items() if k != "epoch"} for r in evaluate_history_rows(
+        model, domains, ("val", "test"), best["epoch"], cfg.eval_batch_size)]
+    result = TrainResult(model, pd.DataFrame(history), best["epoch"], pd.DataFrame(final),
+                         seconds, config)
     if out is not None:
         atomic_save({"model": best["model"], "best_epoch": best["epoch"], "config": config,
-                     "fingerprint": fingerprint, "seconds": seconds, "history": history},
-                    out / FINAL)
+                     "fingerprint": fingerprint, "seconds": seconds, "history": history,
+                     "final": final}, out / FINAL)
         atomic_write_text(result.history.to_csv(index=False), out / HISTORY)
         (out / CHECKPOINT).unlink(missing_ok=True)
     return result
@@ -277,8 +281,8 @@ def load_result(out_dir: str | Path, expect_fingerprint: str | None = None) -> T
     model = build_model(model_cfg)
     model.load_state_dict(state["model"])
     model.eval()
-    return TrainResult(model, pd.DataFrame(state["history"]), state["best_epoch"], 0.0,
-                       state["config"])
+    return TrainResult(model, pd.DataFrame(state["history"]), state["best_epoch"],
+                       pd.DataFrame(state["final"]), 0.0, state["config"])
 
 
 def _loss_name(cfg: TrainConfig) -> str:

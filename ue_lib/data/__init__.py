@@ -10,6 +10,9 @@ an ImageFolder-style tree of your own.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from . import folder as folder_module
 from .core import DataCorruptError, DataError, DataNotFoundError, Domain, Split, resolve_data_root
 from .fashion import load_fashion
 from .folder import load_folder
@@ -21,7 +24,7 @@ SUITES = {"mini": ("omniglot", "fashion", "glyphs")}
 FOLDER_PREFIX = "folder:"
 
 __all__ = ["DataCorruptError", "DataError", "DataNotFoundError", "Domain", "Split", "LOADERS",
-           "SUITES", "load_domain", "load_domains", "parse_domains", "resolve_data_root"]
+           "SUITES", "check_domain", "load_domain", "load_domains", "parse_domains", "resolve_data_root"]
 
 
 def parse_domains(spec: str | list[str] | tuple[str, ...]) -> list[str]:
@@ -39,6 +42,25 @@ def parse_domains(spec: str | list[str] | tuple[str, ...]) -> list[str]:
     if len(set(names)) != len(names):
         raise ValueError(f"a domain is named twice in {names}")
     return names
+
+
+def check_domain(name: str, root=None, download: bool = True) -> None:
+    """Make sure a domain's files are there (downloading them when allowed) without reading
+    the images: a quick check before a long run, raising the loaders' named errors."""
+    from . import fashion, omniglot
+    from .core import ensure_files
+
+    (name,) = parse_domains([name])
+    if name.startswith(FOLDER_PREFIX):
+        path = Path(name[len(FOLDER_PREFIX):]).expanduser()
+        if not path.is_dir():
+            raise DataNotFoundError(f"Data for domain '{name}' not found: {path.resolve()} is "
+                                    f"not a folder.\n  expected: {folder_module.HOW}")
+        return
+    module = {"omniglot": omniglot, "fashion": fashion}.get(name)
+    if module is not None:
+        ensure_files(name, resolve_data_root(root) / module.SUBDIR, module.FILES, module.HOW,
+                     download)
 
 
 def load_domain(name: str, root=None, **kwargs) -> Domain:

@@ -126,7 +126,7 @@ def sha256sum(path: Path, chunk: int = 1 << 20) -> str:
 
 def _missing_message(domain: str, folder: Path, files: list[RemoteFile], how: str,
                      reason: str) -> str:
-    names = "\n".join(f"    {folder / f.name}" for f in files)
+    names = "\n".join(f"    {(folder / f.name).resolve()}" for f in files)
     return (f"Data for domain '{domain}' not found: {reason}\n"
             f"  searched: {folder.resolve()}\n"
             f"  expected files:\n{names}\n"

@@ -1,0 +1,164 @@
+"""Profiles: every setting of a full run, in one place, as data.
+
+* `smoke` — tiny subsets and 2-3 epochs: seconds per notebook, for CI regression.
+* `mini` — the default demo: the whole story on the three real mini domains, 3 seeds,
+  about 20 minutes on a 2-core CPU.
+(The GPU `paper` profile arrives with the benchmark-dataset loaders.)
+
+A notebook receives `profile`, `seed`, `domains` and `overrides` (a dict of
+setting -> value) from papermill; `load_profile` applies and validates them, so a
+misspelt or ill-typed override stops with a message naming it.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from dataclasses import dataclass, field
+
+from .config import ModelConfig, OptimConfig, TrainConfig, Validated
+from .data import parse_domains
+
+
+@dataclass
+class Profile(Validated):
+    name: str = "custom"
+    # data
+    domains: str = "omniglot,fashion,glyphs"  # comma-separated (SPEC §4 names or folder:<path>)
+    image_size: int = 32
+    channels: int = 1
+    per_domain: dict = field(default_factory=dict)  # e.g. {"fashion": {"max_per_class": 400}}
+    test_fraction: float = 0.5
+    val_fraction: float = 0.2
+    # model
+    backbone: str = "small_cnn"
+    width: int = 32
+    embedding_dim: int = 64
+    pretrained: str | None = None
+    frozen_bn: bool = False
+    # training
+    metric_loss: str = "multi_similarity"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    p: int = 16
+    k: int = 4
+    epochs_specialist: int = 10
+    epochs_naive: int = 20
+    epochs_distill: int = 10
+    eval_every: int = 1
+    domain_schedule: str = "round_robin"
+    augment: bool = False
+    device: str = "auto"
+    # distillation
+    distill_methods: str = "kl,distance_mse,embedding_mse,rkd_distance,rkd_angle,darkrank"
+    final_methods: str = "kl,distance_mse,embedding_mse"  # the ones notebook 04 repeats per seed
+    temperature: float = 0.05
+    neighbors: int | None = None
+    direction: str = "teacher_student"
+    metric_weight: float = 0.0
+    # notebook 04
+    seeds: str = "0,1,2"
+
+    def check(self) -> None:
+        parse_domains(self.domains)
+        self.model_config()
+        self.train_config("specialist")
+        from .losses import DISTILLATION_LOSSES, make_distillation_loss
+
+        for m in self.methods("distill_methods") + self.methods("final_methods"):
+            if m not in DISTILLATION_LOSSES:
+                raise ValueError(f"Profile: unknown distillation method {m!r}; valid: "
+                                 f"{', '.join(DISTILLATION_LOSSES)}")
+            try:  # the loss checks its own parameters (temperature > 0, …)
+                make_distillation_loss(m, **self.distill_params(m))
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"Profile: settings of distillation method {m!r}: {exc}") from exc
+        self.seed_list()
+
+    # ---- derived settings
+    @property
+    def domain_names(self) -> list[str]:
+        return parse_domains(self.domains)
+
+    def methods(self, which: str = "distill_methods") -> list[str]:
+        return [m.strip() for m in getattr(self, which).split(",") if m.strip()]
+
+    def seed_list(self) -> list[int]:
+        try:
+            return [int(s) for s in str(self.seeds).split(",") if s.strip()]
+        except ValueError as exc:
+            raise ValueError(f"Profile.seeds must be comma-separated integers, got "
+                             f"{self.seeds!r}") from exc
+
+    def data_kwargs(self, seed: int) -> dict:
+        return {"image_size": self.image_size, "channels": self.channels, "seed": seed,
+                "test_fraction": self.test_fraction, "val_fraction": self.val_fraction}
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(backbone=self.backbone, embedding_dim=self.embedding_dim,
+                           in_channels=self.channels, pretrained=self.pretrained,
+                           width=self.width, frozen_bn=self.frozen_bn)
+
+    def optim_config(self) -> OptimConfig:
+        return OptimConfig(lr=self.lr, weight_decay=self.weight_decay)
+
+    def distill_params(self, method: str) -> dict:
+        """The profile's loss parameters that `method` takes."""
+        if method == "kl":
+            return {"temperature": self.temperature, "neighbors": self.neighbors,
+                    "direction": self.direction}
+        return {}
+
+    def train_config(self, mode: str, seed: int = 0, method: str = "kl", **changes) -> TrainConfig:
+        epochs = {"specialist": self.epochs_specialist, "naive": self.epochs_naive,
+                  "distill": self.epochs_distill}[mode]
+        values = dict(mode=mode, epochs=epochs, p=self.p, k=self.k, metric_loss=self.metric_loss,
+                      distill_loss=method, distill_loss_params=self.distill_params(method),
+                      metric_weight=self.metric_weight if mode == "distill" else 0.0,
+                      domain_schedule=self.domain_schedule, eval_every=self.eval_every,
+                      augment=self.augment, seed=seed, device=self.device,
+                      eval_splits=("val", "test") if mode == "naive" else ("val",))
+        return TrainConfig.from_dict({**values, **changes})
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke",
+        per_domain={"omniglot": {"max_classes": 40}, "fashion": {"max_per_class": 40},
+                    "glyphs": {"max_classes": 30, "max_per_class": 24}},
+        width=8, embedding_dim=32, p=8, k=4,
+        epochs_specialist=2, epochs_naive=3, epochs_distill=2, seeds="0,1"),
+    "mini": Profile(
+        name="mini",
+        per_domain={"fashion": {"max_per_class": 400}},
+        epochs_specialist=10, epochs_naive=20, epochs_distill=10, seeds="0,1,2"),
+}
+
+STANDARD_PARAMETERS = ("profile", "out_dir", "seed", "domains", "overrides")
+
+
+def parse_value(text: str):
+    """A command-line value: a Python literal when it is one (3, 0.5, None, True, {...}),
+    else the string itself."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def profile_fields() -> list[str]:
+    return [f.name for f in dataclasses.fields(Profile) if f.name != "name"]
+
+
+def load_profile(name: str, domains: str | None = None, overrides: dict | None = None) -> Profile:
+    """The named profile with `domains` (if given, non-empty) and `overrides` applied."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; valid: {', '.join(PROFILES)}")
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(profile_fields()))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; valid: "
+                         f"{', '.join(dict.fromkeys(STANDARD_PARAMETERS + tuple(profile_fields())))}")
+    if domains:
+        overrides["domains"] = domains
+    return PROFILES[name].replace(**overrides)
