@@ -36,7 +36,9 @@ demo: venv
 	$(VENV)/bin/ue run --profile mini --out runs/mini
 
 bench: venv
+	$(PY) -m pip install -q -e '.[bench]' $(TORCH_PINS)
 	$(PY) -m ue_lib.bench eval
+	$(PY) -m ue_lib.bench train
 
 lint: venv
 	$(VENV)/bin/ruff check ue_lib tests

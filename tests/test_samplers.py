@@ -163,7 +163,7 @@ def test_dataloader_batch_sampler():
 
 
 def test_schedules_constant():
-    assert SCHEDULES == ("round_robin", "proportional")
+    assert SCHEDULES == ("round_robin", "proportional", "dynamic")
 
 
 def test_round_robin_exact():
@@ -186,13 +186,13 @@ def test_proportional_exact_counts():
 
 
 def test_schedule_errors():
-    with pytest.raises(ValueError, match="round_robin, proportional"):
-        domain_schedule({"a": 1}, "dynamic", 0, 0)
+    with pytest.raises(ValueError, match="round_robin, proportional, dynamic"):
+        domain_schedule({"a": 1}, "fastest", 0, 0)
     with pytest.raises(ValueError, match="at least one domain"):
         domain_schedule({}, "round_robin", 0, 0)
     with pytest.raises(ValueError, match="batches_per_domain"):
         domain_schedule({"a": -1}, "proportional", 0, 0)
-    with pytest.raises(ValueError, match="round_robin, proportional"):
+    with pytest.raises(ValueError, match="round_robin, proportional, dynamic"):
         MultiDomainBatchSampler({"a": [0, 0, 1, 1]}, 2, 2, schedule="nope")
 
 
@@ -223,8 +223,10 @@ def test_multi_domain_batches(domains, schedule):
     if schedule == "round_robin":
         assert counts == {"omniglot": 14, "fashion": 14, "glyphs": 14}
         assert [name for name, _ in batches[:6]] == ["omniglot", "fashion", "glyphs"] * 2
-    else:
+    elif schedule == "proportional":
         assert counts == {"omniglot": 33, "fashion": 10, "glyphs": 1}
+    else:  # dynamic without weights yet: the same 44 batches shared equally (+1 by remainder)
+        assert sorted(counts.values()) == [14, 15, 15]
 
 
 def test_multi_domain_determinism(domains):
@@ -245,3 +247,37 @@ def test_multi_domain_determinism(domains):
 def test_multi_domain_bad_domain_named():
     with pytest.raises(ValueError, match="domain 'bad'"):
         MultiDomainBatchSampler({"ok": [0, 0, 1, 1], "bad": [0, 1, 2]}, 2, 2)
+
+
+# ----------------------------------------------------------------------------- dynamic schedule
+from ue_lib.samplers import lag_weights  # noqa: E402
+
+
+def test_dynamic_schedule_shares_batches_by_weight():
+    counts = {"a": 6, "b": 3, "c": 1}  # 10 batches in all
+    order = domain_schedule(counts, "dynamic", seed=0, epoch=0, weights={"a": 1, "b": 1, "c": 2})
+    # one batch each, the other 7 shared 1:1:2 -> 2.75, 2.75, 4.5 -> largest remainders
+    assert len(order) == 10
+    assert {d: order.count(d) for d in counts} == {"a": 3, "b": 3, "c": 4}
+    # without weights (before the first evaluation): equal shares
+    even = domain_schedule(counts, "dynamic", seed=0, epoch=0)
+    assert sorted(even.count(d) for d in counts) == [3, 3, 4]
+    # a zero weight still leaves one batch
+    starved = domain_schedule(counts, "dynamic", seed=0, epoch=0, weights={"a": 0, "b": 0, "c": 1})
+    assert {d: starved.count(d) for d in counts} == {"a": 1, "b": 1, "c": 8}
+    assert order != domain_schedule(counts, "dynamic", seed=0, epoch=1, weights={"a": 1, "b": 1, "c": 2})
+
+
+def test_lag_weights():
+    w = lag_weights({"a": 0.9, "b": 0.8}, {"a": 0.7, "b": 0.85}, floor=0.02)
+    assert w == pytest.approx({"a": 0.22, "b": 0.02})
+
+
+def test_multi_domain_sampler_follows_dynamic_weights():
+    labels = {"a": np.repeat(np.arange(8), 8), "b": np.repeat(np.arange(8), 8)}
+    s = MultiDomainBatchSampler(labels, p=4, k=4, schedule="dynamic", seed=0)
+    assert len(s) == 8
+    s.set_weights({"a": 1.0, "b": 0.0})
+    assert [d for d, _ in s].count("a") == 7
+    with pytest.raises(ValueError, match="unknown domain"):
+        s.set_weights({"z": 1.0})

@@ -165,3 +165,35 @@ def test_same_seed_same_numbers_different_seed_different(domains):
     c = train(domains, cfg.replace(seed=1), MODEL, progress=False).history
     pd.testing.assert_frame_equal(a, b)
     assert not a.value.equals(c.value)
+
+
+def test_dynamic_schedule_distills_and_resumes_exactly(domains, tmp_path):
+    teachers = {n: train({n: d}, TrainConfig(mode="specialist", **TINY), MODEL,
+                         progress=False).model for n, d in domains.items()}
+    cfg = TrainConfig(mode="distill", domain_schedule="dynamic", epochs=4, p=3, k=2,
+                      eval_batch_size=64)
+    full = train(domains, cfg, MODEL, teachers=teachers, out_dir=tmp_path / "full", progress=False)
+
+    def interrupt(epoch, history):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(domains, cfg, MODEL, teachers=teachers, out_dir=tmp_path / "cut", progress=False,
+              on_epoch_end=interrupt)
+    resumed = train(domains, cfg, MODEL, teachers=teachers, out_dir=tmp_path / "cut", progress=False)
+    pd.testing.assert_frame_equal(full.history, resumed.history)
+    with pytest.raises(ValueError, match="dynamic domain schedule .* mode='distill'"):
+        train(domains, TrainConfig(mode="naive", domain_schedule="dynamic", **TINY), MODEL,
+              progress=False)
+
+
+def test_a_student_is_not_reused_with_other_teachers(domains, tmp_path):
+    def teachers(seed):
+        return {n: train({n: d}, TrainConfig(mode="specialist", **{**TINY, "seed": seed}), MODEL,
+                         progress=False).model for n, d in domains.items()}
+
+    cfg = TrainConfig(mode="distill", **TINY)
+    train(domains, cfg, MODEL, teachers=teachers(0), out_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="other settings"):
+        train(domains, cfg, MODEL, teachers=teachers(1), out_dir=tmp_path, progress=False)

@@ -9,6 +9,8 @@ EPILOG = """examples:
   ue run --profile mini --out runs/mini
   ue run --profile smoke --out runs/smoke --only 02 03 -p temperature 0.1
   ue check runs/smoke --baseline tests/baselines/smoke.json
+  ue sweep notebooks/03_absolute_vs_distribution_distillation.ipynb --out runs/tau \\
+      -p temperature 0.02 0.05 0.1 --seeds 0 1
   ue data mini
 """
 
@@ -32,6 +34,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
     run(args.profile, args.out, seed=args.seed, only=args.only, overrides=_overrides(args.p),
         domains=args.domains or "")
     return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .profiles import parse_value
+    from .sweep import expand_grid, sweep
+
+    params = {}
+    for name, *values in args.p:
+        if not values:
+            raise ValueError(f"-p {name}: give at least one value")
+        params[name] = [parse_value(v) for v in values]
+    total = len(expand_grid(params, args.seeds))
+    table, failures = sweep(args.notebook, args.out, params, seeds=args.seeds,
+                            profile=args.profile, domains=args.domains or "",
+                            models_dir=args.models_dir or None)
+    print(f"sweep table: {args.out}/sweep.csv ({len(table)} rows); plots: {args.out}/summary.html")
+    if len(failures):
+        print(f"ue sweep: {len(failures)} of {total} points failed; see {args.out}/failures.csv",
+              file=sys.stderr)
+    return min(len(failures), 100)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -76,6 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-p", nargs="+", action="append", metavar=("NAME", "VALUE"),
                    help="override a profile setting, e.g. -p epochs_naive 30 (repeatable)")
     r.set_defaults(func=_cmd_run)
+
+    w = sub.add_parser("sweep", help="run one notebook over a parameter grid (x seeds)")
+    w.add_argument("notebook", help="the notebook to run, e.g. notebooks/03_….ipynb")
+    w.add_argument("--out", required=True, help="sweep folder (rerun to resume)")
+    w.add_argument("--profile", default="mini", help="smoke | mini (default: mini)")
+    w.add_argument("--seeds", nargs="+", type=int, default=[0])
+    w.add_argument("--domains", default="", help="comma-separated domains (default: profile's)")
+    w.add_argument("-p", nargs="+", action="append", required=True, metavar=("NAME", "VALUE"),
+                   help="a swept setting and its values, e.g. -p temperature 0.02 0.05 0.1")
+    w.add_argument("--models-dir", default="",
+                   help="reuse and keep models here (default: <out>/models), e.g. runs/mini/models")
+    w.set_defaults(func=_cmd_sweep)
 
     c = sub.add_parser("check", help="compare a run's results.csv with a recorded baseline")
     c.add_argument("dir", help="run folder holding results.csv")

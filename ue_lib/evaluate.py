@@ -1,7 +1,11 @@
 """Retrieval evaluation: Recall@K, MAP@R and MMP@5 with exact, tie-deterministic k-NN.
 
-Every evaluation here is *leave-one-out* retrieval inside one set: each item queries all other
-items, ranked by cosine similarity. Metrics (per query, then averaged over queries):
+The standard evaluation here is *leave-one-out* retrieval inside one set: each item queries all
+other items, ranked by cosine similarity (:func:`retrieval_metrics`). Benchmarks with a query /
+gallery protocol (DeepFashion In-Shop) use :func:`query_gallery_metrics` instead: each query
+searches the gallery only, ``R`` counts the gallery items of its class, ``K`` is clamped to the
+gallery size and ties are ordered by gallery index. Metrics (per query, then averaged over
+queries):
 
 * ``recall@K``: 1 if any of the top ``K`` neighbours shares the query's label, else 0.
   ``K`` larger than ``N - 1`` is clamped to ``N - 1``.
@@ -55,29 +59,40 @@ def _check_inputs(
     ks = tuple(int(k) for k in ks)
     if not ks or min(ks) < 1:
         raise ValueError(f"ks must be a non-empty sequence of positive ints, got {ks}")
-    x = x.astype(np.float32)
+    x = x.astype(np.float32, copy=False)  # never modified in place below
     if not np.isfinite(x).all():
         raise ValueError("embeddings contain NaN or inf")
     return x, y, ks
 
 
 def _l2_normalise(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (float32, C-contiguous); zero rows stay zero."""
-    norms = np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
-    return np.ascontiguousarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
+    """Rows scaled to unit L2 norm (float32, C-contiguous); zero rows stay zero. Computed in
+    float64 row blocks, so the temporary memory stays small for large sets."""
+    out = np.empty(x.shape, dtype=np.float32)
+    step = max(1, _CHUNK_ELEMS // max(1, x.shape[1]))
+    for s in range(0, len(x), step):
+        block = x[s : s + step].astype(np.float64)
+        out[s : s + step] = block / np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
+    return out
 
 
 def _rank_candidates(
-    scores: np.ndarray, rows: np.ndarray, cand: np.ndarray, n: int
+    scores: np.ndarray, cand: np.ndarray, n: int, self_rows: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Order candidate rows by the tie rule; the query itself is dropped (or the last candidate
-    if the query is absent), leaving ``k - 1`` neighbours per row.
+    """Order faiss's (rows, k) candidates by the tie rule (``n``: index size).
 
-    Returns (neighbour indices, float64 similarities, tie-group ids), each (len(rows), k - 1).
+    Leave-one-out (``self_rows`` = each row's own index): the query itself is dropped (or the
+    last candidate if the query is absent), leaving ``k - 1`` neighbours per row. Query/gallery
+    (``self_rows`` None): all ``k`` candidates are kept.
+
+    Returns (neighbour indices, float64 similarities, tie-group ids), each (rows, k or k - 1).
     """
     sims = scores.astype(np.float64)
-    sims[cand == rows[:, None]] = -np.inf  # self sorts last and is cut off below
-    order = np.argsort(-sims, axis=1)[:, :-1]
+    if self_rows is None:
+        order = np.argsort(-sims, axis=1)
+    else:
+        sims[cand == self_rows[:, None]] = -np.inf  # self sorts last and is cut off below
+        order = np.argsort(-sims, axis=1)[:, :-1]
     sims = np.take_along_axis(sims, order, 1)
     cand = np.take_along_axis(cand, order, 1)
     group = np.zeros(sims.shape, dtype=np.int64)
@@ -94,19 +109,22 @@ def _boundary_complete(sims: np.ndarray, group: np.ndarray, need: np.ndarray) ->
     return group_min - sims.min(axis=1) > TIE_EPS + _SCORE_SLACK
 
 
-def _dense_ranked(x: np.ndarray, rows: np.ndarray, width: int) -> np.ndarray:
-    """First ``width`` neighbours of ``rows`` by the tie rule, from full similarity rows.
+def _dense_ranked(
+    base: np.ndarray, queries: np.ndarray, width: int, self_rows: np.ndarray | None
+) -> np.ndarray:
+    """First ``width`` neighbours in ``base`` of ``queries`` by the tie rule, from full
+    similarity rows (``self_rows``: each query's own index in ``base``, excluded; or None).
 
     For rows whose boundary tie group is too large for faiss re-searches (e.g. collapsed or
     duplicate-heavy embeddings): full similarity rows in blocks, one sort of their values to
     find the boundary group's range, then its members are taken in index order by a mask.
     """
-    out = np.empty((len(rows), width), dtype=np.int64)
-    step = max(1, _CHUNK_ELEMS // len(x))
-    for s in range(0, len(rows), step):
-        block = rows[s : s + step]
-        sims = (x[block] @ x.T).astype(np.float64)  # float32 products, as faiss computes them
-        sims[np.arange(len(block)), block] = -np.inf
+    out = np.empty((len(queries), width), dtype=np.int64)
+    step = max(1, _CHUNK_ELEMS // len(base))
+    for s in range(0, len(queries), step):
+        sims = (queries[s : s + step] @ base.T).astype(np.float64)  # float32, as faiss computes
+        if self_rows is not None:
+            sims[np.arange(len(sims)), self_rows[s : s + step]] = -np.inf
         vals = -np.sort(-sims, axis=1)
         group = np.zeros(vals.shape, dtype=np.int64)
         group[:, 1:] = np.cumsum(vals[:, :-1] - vals[:, 1:] > TIE_EPS, axis=1)
@@ -123,22 +141,31 @@ def _dense_ranked(x: np.ndarray, rows: np.ndarray, width: int) -> np.ndarray:
 
 
 def _search_sorted(
-    index: faiss.Index, x: np.ndarray, rows: np.ndarray, need: np.ndarray
+    index: faiss.Index,
+    base: np.ndarray,
+    queries: np.ndarray,
+    need: np.ndarray,
+    self_rows: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Indices of the first ``need.max()`` neighbours of ``rows`` (tie rule, self excluded).
+    """Indices into ``base`` (the vectors of ``index``) of the first ``need.max()`` neighbours
+    of each query row, by the tie rule; ``self_rows`` (leave-one-out) gives each query's own
+    index in ``base``, which is excluded, or None (query/gallery).
 
     Row ``i`` is guaranteed correct on its first ``need[i]`` positions."""
-    n = len(x)
+    n = len(base)
     width = int(need.max())
-    out = np.empty((len(rows), width), dtype=np.int64)
-    todo = np.arange(len(rows))
-    k = min(width + 2, n)  # +1 for the query itself, +1 to see past the cut-off
+    out = np.empty((len(queries), width), dtype=np.int64)
+    todo = np.arange(len(queries))
+    # +1 to see past the cut-off, +1 for the query itself when it is in the index
+    k = min(width + 1 + (self_rows is not None), n)
     for _ in range(_SEARCH_ROUNDS):
         retry = []
         step = max(1, _CHUNK_ELEMS // k)
         for part in (todo[s : s + step] for s in range(0, len(todo), step)):
-            scores, cand = index.search(x[rows[part]], k)
-            nbr, sims, group = _rank_candidates(scores, rows[part], cand, n)
+            scores, cand = index.search(queries[part], k)
+            nbr, sims, group = _rank_candidates(
+                scores, cand, n, None if self_rows is None else self_rows[part]
+            )
             done = np.full(len(part), k == n) | _boundary_complete(sims, group, need[part])
             out[part[done]] = nbr[done, :width]
             retry.append(part[~done])
@@ -146,8 +173,28 @@ def _search_sorted(
         if not len(todo):
             return out
         k = min(2 * k, n)
-    out[todo] = _dense_ranked(x, rows[todo], width)
+    out[todo] = _dense_ranked(base, queries[todo], width, None if self_rows is None else self_rows[todo])
     return out
+
+
+def _fill_metrics(
+    metrics: dict[str, np.ndarray],
+    rows: np.ndarray,
+    rel: np.ndarray,
+    r: np.ndarray,
+    ks: tuple[int, ...],
+    kmax: int,
+) -> None:
+    """Write the metrics of query ``rows`` from their ranked relevance ``rel`` (rows, >= max(kmax,
+    R)) and their numbers ``r`` of relevant candidates."""
+    for k in ks:
+        metrics[f"recall@{k}"][rows] = rel[:, : min(k, kmax)].any(axis=1)
+    pos = np.arange(1, rel.shape[1] + 1)
+    hits = np.cumsum(rel, axis=1)
+    within_r = pos <= r[:, None]
+    metrics["map@r"][rows] = (rel * within_r * hits / pos).sum(axis=1) / r
+    m5 = np.minimum(5, r)
+    metrics["mmp@5"][rows] = (rel * (pos <= m5[:, None])).sum(axis=1) / m5
 
 
 def per_query_metrics(
@@ -187,26 +234,83 @@ def per_query_metrics(
     for start in range(0, len(queries), chunk):
         rows = queries[start : start + chunk]
         need = need_all[rows]
-        nbr = _search_sorted(index, x, rows, need)
-        rel = inverse[nbr] == inverse[rows, None]
-        r = r_all[rows]
-        for k in ks:
-            metrics[f"recall@{k}"][rows] = rel[:, : min(k, kmax)].any(axis=1)
-        pos = np.arange(1, rel.shape[1] + 1)
-        hits = np.cumsum(rel, axis=1)
-        within_r = pos <= r[:, None]
-        metrics["map@r"][rows] = (rel * within_r * hits / pos).sum(axis=1) / r
-        m5 = np.minimum(5, r)
-        metrics["mmp@5"][rows] = (rel * (pos <= m5[:, None])).sum(axis=1) / m5
+        nbr = _search_sorted(index, x, x[rows], need, self_rows=rows)
+        _fill_metrics(metrics, rows, inverse[nbr] == inverse[rows, None], r_all[rows], ks, kmax)
     return metrics, valid
 
 
-def _mean_metrics(metrics: dict[str, np.ndarray], mask: np.ndarray, what: str) -> dict[str, float]:
+def per_query_gallery_metrics(
+    query_emb: Any,
+    query_labels: Any,
+    gallery_emb: Any,
+    gallery_labels: Any,
+    ks: Sequence[int] = (1, 2, 4, 8),
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Per-query metrics of query/gallery retrieval (e.g. DeepFashion In-Shop): each query
+    searches the gallery only, with the definitions and tie rule of :func:`retrieval_metrics`
+    except that ``R`` is the number of gallery items of the query's class, ``K`` is clamped to
+    the gallery size, and ties are ordered by ascending gallery index. No item is excluded: a
+    query that also appears in the gallery finds itself.
+
+    Returns ``(metrics, valid)`` as :func:`per_query_metrics`, over the queries; ``valid`` marks
+    queries with ``R > 0``. Queries are processed in chunks: memory is O(chunk x k), never
+    queries x gallery.
+    """
+    q, qy, ks = _check_inputs(query_emb, query_labels, ks)
+    g, gy, _ = _check_inputs(gallery_emb, gallery_labels, ks)
+    if q.shape[1] != g.shape[1]:
+        raise ValueError(f"query and gallery dimensions differ: {q.shape[1]} vs {g.shape[1]}")
+    if not len(g):
+        raise ValueError("the gallery is empty")
+    _, inverse = np.unique(np.concatenate([qy, gy]), return_inverse=True)
+    q_cls, g_cls = inverse.reshape(-1)[: len(qy)], inverse.reshape(-1)[len(qy) :]
+    r_all = np.bincount(g_cls, minlength=int(inverse.max()) + 1)[q_cls]
+    valid = r_all > 0
+    keys = [f"recall@{k}" for k in ks] + ["map@r", "mmp@5"]
+    metrics = {key: np.full(len(q), np.nan) for key in keys}
+    if not valid.any():
+        return metrics, valid
+
+    q, g = _l2_normalise(q), _l2_normalise(g)
+    index = faiss.IndexFlatIP(g.shape[1])
+    index.add(g)
+    n = len(g)
+    kmax = min(max(ks), n)
+    queries = np.flatnonzero(valid)
+    need_all = np.minimum(np.maximum(kmax, r_all), n)
+    width = int(need_all[queries].max())
+    chunk = int(np.clip(_CHUNK_ELEMS // (width + 1), 1, _MAX_CHUNK))
+    for start in range(0, len(queries), chunk):
+        rows = queries[start : start + chunk]
+        nbr = _search_sorted(index, g, q[rows], need_all[rows])
+        _fill_metrics(metrics, rows, g_cls[nbr] == q_cls[rows, None], r_all[rows], ks, kmax)
+    return metrics, valid
+
+
+def query_gallery_metrics(
+    query_emb: Any,
+    query_labels: Any,
+    gallery_emb: Any,
+    gallery_labels: Any,
+    ks: Sequence[int] = (1, 2, 4, 8),
+) -> dict[str, float]:
+    """Query/gallery retrieval metrics averaged over valid queries: the keys and definitions of
+    :func:`retrieval_metrics` (its leave-one-out form is unchanged), with ``R`` the number of
+    gallery items of the query's class (queries with ``R = 0`` are left out) and ties ordered by
+    ascending gallery index; see :func:`per_query_gallery_metrics`. Raises ValueError if no
+    query has a gallery item of its class."""
+    metrics, valid = per_query_gallery_metrics(query_emb, query_labels, gallery_emb, gallery_labels, ks)
+    return _mean_metrics(metrics, valid, "the queries", "no query's class has a gallery item")
+
+
+def _mean_metrics(
+    metrics: dict[str, np.ndarray],
+    mask: np.ndarray,
+    what: str,
+    why: str = "every class has a single member, so no query has a relevant item to retrieve",
+) -> dict[str, float]:
     if not mask.any():
-        raise ValueError(
-            f"no valid query in {what}: every class has a single member, so no query has a "
-            "relevant item to retrieve"
-        )
+        raise ValueError(f"no valid query in {what}: {why}")
     return {key: float(values[mask].mean()) for key, values in metrics.items()}
 
 
@@ -326,6 +430,17 @@ def _split(domain: Any, split: str) -> Any:
     return getattr(domain, split)
 
 
+def split_metrics(embeddings: Any, split: Any, ks: Sequence[int] = (1, 2, 4, 8)) -> dict[str, float]:
+    """Metrics of a split's ``embeddings`` under its protocol: :func:`query_gallery_metrics` if the
+    split has an ``is_query`` mask (query = ``is_query``, gallery = ``~is_query``), else
+    leave-one-out :func:`retrieval_metrics`."""
+    is_query = getattr(split, "is_query", None)
+    if is_query is None:
+        return retrieval_metrics(embeddings, split.labels, ks)
+    x, y, is_query = _to_numpy(embeddings), _to_numpy(split.labels), np.asarray(is_query, dtype=bool)
+    return query_gallery_metrics(x[is_query], y[is_query], x[~is_query], y[~is_query], ks)
+
+
 def evaluate_domains(
     model: torch.nn.Module,
     domains: Mapping[str, Any],
@@ -333,16 +448,17 @@ def evaluate_domains(
     ks: Sequence[int] = (1, 2, 4, 8),
     batch_size: int = 512,
 ) -> dict[str, dict[str, float]]:
-    """Per-domain :func:`retrieval_metrics` of ``model`` on ``getattr(domain, split)``.
+    """Per-domain metrics of ``model`` on ``getattr(domain, split)`` (:func:`split_metrics`:
+    query/gallery for a set with an ``is_query`` mask, else leave-one-out).
 
     ``domains`` maps a name to an object with ``.train``, ``.val`` and ``.test`` sets, each having
-    ``.images`` (uint8 N×C×H×W) and ``.labels`` (int array).
+    ``.images`` (uint8 N×C×H×W), ``.labels`` (int array) and optionally ``.is_query``.
     """
     results = {}
     for name, domain in domains.items():
         data = _split(domain, split)
         emb = embed(model, data.images, batch_size=batch_size)
-        results[name] = retrieval_metrics(emb, data.labels, ks)
+        results[name] = split_metrics(emb, data, ks)
     return results
 
 
@@ -354,7 +470,8 @@ def evaluate_merged(
     batch_size: int = 512,
 ) -> dict[str, dict[str, float]]:
     """:func:`merged_retrieval_metrics` of ``model`` over all ``domains`` (see
-    :func:`evaluate_domains` for the expected objects)."""
+    :func:`evaluate_domains` for the expected objects). The merged evaluation is leave-one-out
+    over all items: a set's ``is_query`` mask is not used here."""
     embeddings, labels = {}, {}
     for name, domain in domains.items():
         data = _split(domain, split)

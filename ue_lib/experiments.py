@@ -4,9 +4,13 @@ Notebooks call these instead of training by hand, so that a later notebook
 reuses what an earlier one trained (same settings -> same folder) and each
 notebook still runs alone in an empty folder. Layout of a run folder:
 
-    models/specialist/seed0/<domain>/     model.pt, history.csv (checkpoint.pt while training)
-    models/naive/seed0/
-    models/distill-kl-<params>/seed0/
+    models/specialist/<domain>-seed0-<hash>/   model.pt, history.csv (checkpoint.pt while training)
+    models/naive/seed0-<hash>/
+    models/distill-kl/seed0-<hash>/
+
+`<hash>` is the hash of everything that determines the model (data, every setting), so a
+model is reused exactly when it would come out the same, and a changed setting trains a new
+one beside it. `models_dir` can point elsewhere, e.g. one folder shared by a sweep's points.
     results/<notebook>.csv                the rows this notebook measured
     figures/<notebook>/<name>.png
 """
@@ -26,7 +30,7 @@ import torch
 from .data import Domain, load_domain
 from .evaluate import embed, merged_retrieval_metrics
 from .profiles import Profile, load_profile
-from .train import TrainResult, atomic_write_text, train
+from .train import TrainResult, atomic_write_text, run_config, train
 
 RESULT_COLUMNS = ["notebook", "model", "method", "domain", "split", "metric", "value", "seed",
                   "epoch"]
@@ -40,11 +44,6 @@ def slug(text: str) -> str:
     return clean
 
 
-def method_folder(method: str, params: dict) -> str:
-    parts = [f"{k}{v}" for k, v in sorted(params.items()) if v is not None]
-    return slug("-".join([f"distill-{method}", *parts]))
-
-
 @dataclass
 class Experiment:
     """One notebook's view of a run: profile, run folder, loaded domains, result rows."""
@@ -54,6 +53,7 @@ class Experiment:
     notebook: str
     seed: int = 0
     progress: bool = True
+    models_dir: Path | None = None  # default: <out_dir>/models
     rows: list[dict] = field(default_factory=list)
     _domains: dict[int, dict[str, Domain]] = field(default_factory=dict)
 
@@ -69,23 +69,30 @@ class Experiment:
         return self._domains[seed]
 
     # ---- models
-    def _train(self, folder: Path, domains: dict[str, Domain], cfg, teachers=None) -> TrainResult:
-        return train(domains, cfg, self.profile.model_config(), self.profile.optim_config(),
-                     teachers=teachers, out_dir=self.out_dir / "models" / folder,
+    @property
+    def models_root(self) -> Path:
+        return Path(self.models_dir) if self.models_dir else self.out_dir / "models"
+
+    def _train(self, kind: str, name: str, domains: dict[str, Domain], cfg,
+               teachers=None) -> TrainResult:
+        model_cfg, optim_cfg = self.profile.model_config(), self.profile.optim_config()
+        _, fingerprint = run_config(domains, cfg, model_cfg, optim_cfg, teachers=teachers)
+        folder = self.models_root / kind / f"{name}-{fingerprint[:10]}"
+        return train(domains, cfg, model_cfg, optim_cfg, teachers=teachers, out_dir=folder,
                      progress=self.progress)
 
     def specialists(self, seed: int | None = None) -> dict[str, TrainResult]:
         """One model per domain (the teachers)."""
         seed = self.seed if seed is None else seed
         cfg = self.profile.train_config("specialist", seed)
-        return {name: self._train(Path("specialist") / f"seed{seed}" / slug(name), {name: d}, cfg)
+        return {name: self._train("specialist", f"{slug(name)}-seed{seed}", {name: d}, cfg)
                 for name, d in self.domains(seed).items()}
 
     def naive(self, seed: int | None = None) -> TrainResult:
         """One model on the union of all domains (naive fusion)."""
         seed = self.seed if seed is None else seed
         cfg = self.profile.train_config("naive", seed)
-        return self._train(Path("naive") / f"seed{seed}", self.domains(seed), cfg)
+        return self._train("naive", f"seed{seed}", self.domains(seed), cfg)
 
     def student(self, method: str, seed: int | None = None, **loss_params) -> TrainResult:
         """A universal student distilled from this seed's specialists with `method`."""
@@ -93,8 +100,7 @@ class Experiment:
         params = {**self.profile.distill_params(method), **loss_params}
         cfg = self.profile.train_config("distill", seed, method, distill_loss_params=params)
         teachers = {n: r.model for n, r in self.specialists(seed).items()}
-        folder = Path(method_folder(method, params)) / f"seed{seed}"
-        return self._train(folder, self.domains(seed), cfg, teachers)
+        return self._train(f"distill-{method}", f"seed{seed}", self.domains(seed), cfg, teachers)
 
     # ---- measurements
     def merged(self, result: TrainResult, seed: int | None = None, split: str = "test") -> dict:
@@ -144,7 +150,8 @@ class Experiment:
 
 
 def setup(notebook: str, profile: str = "mini", out_dir: str = "runs/mini", seed: int = 0,
-          domains: str = "", overrides: dict | None = None, progress: bool = True) -> Experiment:
+          domains: str = "", overrides: dict | None = None, models_dir: str = "",
+          progress: bool = True) -> Experiment:
     """Validate a notebook's papermill parameters and open its run folder."""
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise TypeError(f"parameter seed must be an integer, got {seed!r}")
@@ -159,4 +166,4 @@ def setup(notebook: str, profile: str = "mini", out_dir: str = "runs/mini", seed
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(json.dumps(prof.to_dict(), indent=1, default=str),
                       out / "profiles" / f"{notebook}.json")
-    return Experiment(prof, out, notebook, seed, progress)
+    return Experiment(prof, out, notebook, seed, progress, Path(models_dir) if models_dir else None)

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
+from matplotlib.ticker import MaxNLocator
 
 from .data import Domain
 from .evaluate import embed
@@ -58,6 +59,7 @@ def learning_curves(history: pd.DataFrame, metric: str = "recall@1", selected_ep
                 markeredgecolor="black", linestyle="none")
     if selected_epoch is not None:
         ax.axvline(selected_epoch, color="grey", linestyle="--", label="selected epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(metric)
     ax.set_title(title or f"{metric} per domain (stars: each domain's best validation epoch)")
     ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8)

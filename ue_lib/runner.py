@@ -86,7 +86,7 @@ def export_html(notebook: Path) -> Path:
 
 def run(profile: str, out_dir: str | Path, seed: int = 0, only: list[str] | None = None,
         overrides: dict | None = None, domains: str = "", notebooks: Path = NOTEBOOK_DIR,
-        log=print) -> pd.DataFrame:
+        models_dir: str | Path = "", log=print) -> pd.DataFrame:
     """Execute the notebooks in order; return the merged results table (also in results.csv)."""
     import papermill as pm
 
@@ -98,7 +98,8 @@ def run(profile: str, out_dir: str | Path, seed: int = 0, only: list[str] | None
     out = Path(out_dir).resolve()
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
     params = {"profile": profile, "out_dir": str(out), "seed": seed, "domains": domains,
-              "overrides": dict(overrides or {})}
+              "overrides": dict(overrides or {}),
+              "models_dir": str(Path(models_dir).resolve()) if models_dir else ""}
     books = list_notebooks(notebooks, only)
     run_info_path = out / "run.json"
     info = json.loads(run_info_path.read_text()) if run_info_path.is_file() else {}

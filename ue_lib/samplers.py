@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Sampler
 
-__all__ = ["SCHEDULES", "MultiDomainBatchSampler", "PKSampler", "domain_schedule"]
+__all__ = ["SCHEDULES", "MultiDomainBatchSampler", "PKSampler", "domain_schedule", "lag_weights"]
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
@@ -156,31 +156,59 @@ class PKSampler(Sampler[list[int]]):
 # --------------------------------------------------------------------------- domain schedules
 
 #: A schedule maps each domain's natural batch count and a seeded generator to a batch order.
-ScheduleFn = Callable[[dict[str, int], np.random.Generator], list[str]]
+ScheduleFn = Callable[[dict[str, int], np.random.Generator, dict[str, float]], list[str]]
 
 
-def _round_robin(counts: dict[str, int], rng: np.random.Generator) -> list[str]:
+def _round_robin(counts: dict[str, int], rng: np.random.Generator,
+                 weights: dict[str, float]) -> list[str]:
     """Same number of batches per domain (rounded mean, >= 1), cyclic order d1, d2, ..., d1."""
     n = max(1, math.floor(sum(counts.values()) / len(counts) + 0.5))
     return [d for _ in range(n) for d in counts]
 
 
-def _proportional(counts: dict[str, int], rng: np.random.Generator) -> list[str]:
+def _proportional(counts: dict[str, int], rng: np.random.Generator,
+                  weights: dict[str, float]) -> list[str]:
     """Each domain gets its natural batch count (>= 1), in a seeded random order."""
     order = [d for d, c in counts.items() for _ in range(max(1, c))]
     return [order[i] for i in rng.permutation(len(order))]
 
 
+def _dynamic(counts: dict[str, int], rng: np.random.Generator,
+             weights: dict[str, float]) -> list[str]:
+    """The epoch's total of natural batches, shared out in proportion to `weights` (largest
+    remainder, every domain at least one batch), in a seeded random order. Without weights
+    (before the first evaluation) every domain gets an equal share."""
+    names = list(counts)
+    total = max(len(names), sum(max(1, c) for c in counts.values()))
+    w = np.array([max(0.0, float(weights.get(d, 1.0))) for d in names]) if weights else np.ones(len(names))
+    w = w / w.sum() if w.sum() > 0 else np.full(len(names), 1 / len(names))
+    share = 1 + w * (total - len(names))  # one batch each, the rest by weight
+    n = np.floor(share).astype(int)
+    for i in np.argsort(-(share - n), kind="stable")[: total - n.sum()]:
+        n[i] += 1
+    order = [d for d, k in zip(names, n) for _ in range(k)]
+    return [order[i] for i in rng.permutation(len(order))]
+
+
+def lag_weights(teacher: Mapping[str, float], student: Mapping[str, float],
+                floor: float = 0.02) -> dict[str, float]:
+    """Weights of the dynamic schedule: how far each domain's student lags behind its teacher
+    on validation (teacher - student, at least 0) plus `floor`, so no domain is starved."""
+    return {d: max(0.0, teacher[d] - student[d]) + floor for d in teacher}
+
+
 _SCHEDULE_FNS: dict[str, ScheduleFn] = {
     "round_robin": _round_robin,
     "proportional": _proportional,
+    "dynamic": _dynamic,
 }
 #: Valid ``mode`` values for :func:`domain_schedule`.
 SCHEDULES: tuple[str, ...] = tuple(_SCHEDULE_FNS)
 
 
 def domain_schedule(
-    batches_per_domain: Mapping[str, int], mode: str, seed: int, epoch: int
+    batches_per_domain: Mapping[str, int], mode: str, seed: int, epoch: int,
+    weights: Mapping[str, float] | None = None,
 ) -> list[str]:
     """Return the domain of each batch of ``epoch``, in order.
 
@@ -190,7 +218,10 @@ def domain_schedule(
         mode: ``"round_robin"``: every domain gets ``max(1, round(mean(counts)))`` batches
             (halves round up), interleaved d1, d2, d3, d1, d2, d3, ...;
             ``"proportional"``: every domain gets ``max(1, count)`` batches in an order shuffled
-            with ``np.random.default_rng([seed, epoch])``.
+            with ``np.random.default_rng([seed, epoch])``;
+            ``"dynamic"``: the same total number of batches as ``"proportional"``, shared out in
+            proportion to ``weights`` (see :func:`lag_weights`), every domain at least one,
+            in a seeded random order.
         seed: Non-negative base seed.
         epoch: Non-negative epoch number.
 
@@ -205,7 +236,7 @@ def domain_schedule(
         for d, c in batches_per_domain.items()
     }
     seed, epoch = _check_int("seed", seed, 0), _check_int("epoch", epoch, 0)
-    return _SCHEDULE_FNS[mode](counts, np.random.default_rng([seed, epoch]))
+    return _SCHEDULE_FNS[mode](counts, np.random.default_rng([seed, epoch]), dict(weights or {}))
 
 
 class MultiDomainBatchSampler(Sampler[tuple[str, list[int]]]):
@@ -252,14 +283,24 @@ class MultiDomainBatchSampler(Sampler[tuple[str, list[int]]]):
             name: s.num_samples // s.batch_size for name, s in self.samplers.items()
         }
         self.epoch = 0
+        #: Per-domain weights of the ``"dynamic"`` schedule (set by the training loop).
+        self.weights: dict[str, float] = {}
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose batches :meth:`__iter__` yields."""
         self.epoch = _check_int("epoch", epoch, 0)
 
+    def set_weights(self, weights: Mapping[str, float]) -> None:
+        """Weights of the ``"dynamic"`` schedule for the following epochs (e.g. :func:`lag_weights`)."""
+        unknown = set(weights) - set(self.samplers)
+        if unknown:
+            raise ValueError(f"weights for unknown domain(s) {sorted(unknown)}")
+        self.weights = {d: float(w) for d, w in weights.items()}
+
     def domain_order(self) -> list[str]:
         """The domain of each batch of the current epoch."""
-        return domain_schedule(self.batches_per_domain, self.schedule, self.seed, self.epoch)
+        return domain_schedule(self.batches_per_domain, self.schedule, self.seed, self.epoch,
+                               self.weights)
 
     def __iter__(self) -> Iterator[tuple[str, list[int]]]:
         order = self.domain_order()

@@ -32,10 +32,10 @@ from tqdm.auto import tqdm
 
 from .config import ModelConfig, OptimConfig, TrainConfig
 from .data import Domain
-from .evaluate import embed, retrieval_metrics
+from .evaluate import embed, split_metrics
 from .losses import make_distillation_loss, make_metric_loss
 from .models import EmbeddingNet, build_model
-from .samplers import MultiDomainBatchSampler
+from .samplers import MultiDomainBatchSampler, lag_weights
 
 CHECKPOINT, FINAL, HISTORY = "checkpoint.pt", "model.pt", "history.csv"
 
@@ -109,7 +109,7 @@ def evaluate_history_rows(model: nn.Module, domains: dict[str, Domain], splits, 
     for name, d in domains.items():
         for split in splits:
             sp = getattr(d, split)
-            metrics = retrieval_metrics(embed(model, sp.images, batch_size), sp.labels)
+            metrics = split_metrics(embed(model, sp.images, batch_size), sp)
             rows += [{"epoch": epoch, "domain": name, "split": split, "metric": m, "value": v}
                      for m, v in metrics.items()]
     return rows
@@ -118,6 +118,36 @@ def evaluate_history_rows(model: nn.Module, domains: dict[str, Domain], splits, 
 def _selection_score(rows: list[dict], metric: str) -> float:
     vals = [r["value"] for r in rows if r["split"] == "val" and r["metric"] == metric]
     return float(np.mean(vals))
+
+
+def _last_val(history: list[dict], metric: str) -> dict[str, float]:
+    """Each domain's validation `metric` at the latest evaluated epoch of `history`."""
+    rows = [r for r in history if r["split"] == "val" and r["metric"] == metric]
+    last = max((r["epoch"] for r in rows), default=None)
+    return {r["domain"]: r["value"] for r in rows if r["epoch"] == last}
+
+
+def weights_digest(model: nn.Module) -> str:
+    """Hash of a model's weights (identifies a teacher in its students' run configs)."""
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def run_config(domains: dict[str, Domain], cfg: TrainConfig, model_cfg: ModelConfig,
+               optim_cfg: OptimConfig, selection_metric: str = "recall@1",
+               teachers: dict[str, nn.Module] | None = None) -> tuple[dict, str]:
+    """Everything that determines a run's numbers (data, settings and, for a student, its
+    teachers' weights), and its hash: checkpoints and finished runs are reused only when it
+    matches."""
+    config = {"train": cfg.to_dict(), "model": model_cfg.to_dict(), "optim": optim_cfg.to_dict(),
+              "domains": list(domains), "data": _data_fingerprint(domains),
+              "selection_metric": selection_metric}
+    if cfg.mode == "distill" and teachers:
+        config["teachers"] = {n: weights_digest(teachers[n]) for n in domains if n in teachers}
+    return config, _fingerprint(config)
 
 
 # ----------------------------------------------------------------------------- training
@@ -136,11 +166,11 @@ def train(domains: dict[str, Domain], cfg: TrainConfig, model_cfg: ModelConfig |
         if missing:
             raise ValueError(f"distill mode needs a frozen specialist for every domain; "
                              f"missing teacher(s) for {missing}")
+    if cfg.domain_schedule == "dynamic" and cfg.mode != "distill":
+        raise ValueError("the dynamic domain schedule follows how far the student lags behind its "
+                         "teachers: use it with mode='distill'")
     device = resolve_device(cfg.device)
-    config = {"train": cfg.to_dict(), "model": model_cfg.to_dict(), "optim": optim_cfg.to_dict(),
-              "domains": list(domains), "data": _data_fingerprint(domains),
-              "selection_metric": selection_metric}
-    fingerprint = _fingerprint(config)
+    config, fingerprint = run_config(domains, cfg, model_cfg, optim_cfg, selection_metric, teachers)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None and resume and (out / FINAL).is_file():
         return load_result(out, expect_fingerprint=fingerprint)
@@ -180,6 +210,10 @@ def train(domains: dict[str, Domain], cfg: TrainConfig, model_cfg: ModelConfig |
     sampler = MultiDomainBatchSampler({n: d.train.labels for n, d in domains.items()},
                                       cfg.p, cfg.k, schedule=cfg.domain_schedule, seed=cfg.seed)
     augment = augmenter() if cfg.augment else None
+    teacher_val: dict[str, float] = {}
+    if cfg.domain_schedule == "dynamic":  # the teachers' own validation scores, once
+        teacher_val = {n: split_metrics(embed(teachers[n], d.val.images, cfg.eval_batch_size),
+                                        d.val)[selection_metric] for n, d in domains.items()}
 
     # ---- resume
     start, history, best = 0, [], {"epoch": 0, "score": -1.0, "model": None}
@@ -194,6 +228,8 @@ def train(domains: dict[str, Domain], cfg: TrainConfig, model_cfg: ModelConfig |
         if sched is not None:
             sched.load_state_dict(ckpt["scheduler"])
         start, history, best = ckpt["epoch"], ckpt["history"], ckpt["best"]
+    if teacher_val and _last_val(history, selection_metric):  # resumed: weights as they were
+        sampler.set_weights(lag_weights(teacher_val, _last_val(history, selection_metric)))
 
     # ---- loop
     t0 = time.perf_counter()
@@ -245,6 +281,8 @@ def train(domains: dict[str, Domain], cfg: TrainConfig, model_cfg: ModelConfig |
                 best = {"epoch": done, "score": score,
                         "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
             epochs.set_postfix({f"val {selection_metric}": f"{score:.3f}"})
+            if teacher_val:
+                sampler.set_weights(lag_weights(teacher_val, _last_val(history, selection_metric)))
         if out is not None:
             atomic_save({"epoch": done, "model": model.state_dict(), "losses": losses.state_dict(),
                          "optimizer": opt.state_dict(),

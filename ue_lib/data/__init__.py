@@ -4,23 +4,28 @@
     >>> omniglot = load_domain("omniglot", image_size=32)      # files under $UE_DATA
     >>> omniglot.train.images.shape, omniglot.test.num_classes
 
-Names: the `mini` suite (`omniglot`, `fashion`, `glyphs`) and `folder:<path>` for
-an ImageFolder-style tree of your own.
+Names: the `mini` suite (`omniglot`, `fashion`, `glyphs`), the `paper` suite (`cub`, `cars`,
+`sop`, `inshop`: the deep-metric-learning benchmarks, read from their official layouts and never
+downloaded, see `ue_lib.data.benchmarks`) and `folder:<path>` for an ImageFolder-style tree of
+your own.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from . import benchmarks
 from . import folder as folder_module
+from .benchmarks import load_cars, load_cub, load_inshop, load_sop
 from .core import DataCorruptError, DataError, DataNotFoundError, Domain, Split, resolve_data_root
 from .fashion import load_fashion
 from .folder import load_folder
 from .glyphs import load_glyphs
 from .omniglot import load_omniglot
 
-LOADERS = {"omniglot": load_omniglot, "fashion": load_fashion, "glyphs": load_glyphs}
-SUITES = {"mini": ("omniglot", "fashion", "glyphs")}
+LOADERS = {"omniglot": load_omniglot, "fashion": load_fashion, "glyphs": load_glyphs,
+           "cub": load_cub, "cars": load_cars, "sop": load_sop, "inshop": load_inshop}
+SUITES = {"mini": ("omniglot", "fashion", "glyphs"), "paper": ("cub", "cars", "sop", "inshop")}
 FOLDER_PREFIX = "folder:"
 
 __all__ = ["DataCorruptError", "DataError", "DataNotFoundError", "Domain", "Split", "LOADERS",
@@ -46,7 +51,8 @@ def parse_domains(spec: str | list[str] | tuple[str, ...]) -> list[str]:
 
 def check_domain(name: str, root=None, download: bool = True) -> None:
     """Make sure a domain's files are there (downloading them when allowed) without reading
-    the images: a quick check before a long run, raising the loaders' named errors."""
+    the images: a quick check before a long run, raising the loaders' named errors. The
+    `paper` benchmarks are never downloaded: for them `download` is ignored."""
     from . import fashion, omniglot
     from .core import ensure_files
 
@@ -56,6 +62,9 @@ def check_domain(name: str, root=None, download: bool = True) -> None:
         if not path.is_dir():
             raise DataNotFoundError(f"Data for domain '{name}' not found: {path.resolve()} is "
                                     f"not a folder.\n  expected: {folder_module.HOW}")
+        return
+    if name in benchmarks.SOURCES:  # index files and image folders; the images are not read
+        benchmarks.require_files(name, root)
         return
     module = {"omniglot": omniglot, "fashion": fashion}.get(name)
     if module is not None:

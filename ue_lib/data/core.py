@@ -32,18 +32,45 @@ class DataCorruptError(DataError, ValueError):
 
 @dataclass
 class Split:
-    """One split of a domain: uint8 images (N, C, H, W) and int64 labels (N,)."""
+    """One split of a domain: uint8 images (N, C, H, W) and int64 labels (N,).
+
+    Optional per-item extras (None when the source has none):
+
+    * ``boxes``: float32 (N, 4) object bounding boxes ``x1, y1, x2, y2`` in the ORIGINAL
+      image's pixel coordinates, PIL crop convention (0-based, right/bottom exclusive), so
+      ``Image.open(path).crop(tuple(box))`` cuts out the object.
+    * ``paths``: (N,) the original image files, for file-backed (lazy) datasets and cropping.
+    * ``is_query``: bool (N,) mask of a query/gallery protocol (query = ``is_query``, gallery =
+      ``~is_query``); None means leave-one-out retrieval inside the split.
+    """
 
     images: np.ndarray
     labels: np.ndarray
+    boxes: np.ndarray | None = None
+    paths: np.ndarray | None = None
+    is_query: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8 or self.images.ndim != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} "
                              f"{self.images.shape}")
         self.labels = np.asarray(self.labels, dtype=np.int64)
-        if len(self.images) != len(self.labels):
-            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+        n = len(self.labels)
+        if len(self.images) != n:
+            raise ValueError(f"{len(self.images)} images but {n} labels")
+        if self.boxes is not None:
+            self.boxes = np.asarray(self.boxes, dtype=np.float32)
+            if self.boxes.shape != (n, 4):
+                raise ValueError(f"boxes must have shape ({n}, 4), got {self.boxes.shape}")
+        if self.paths is not None:
+            self.paths = np.asarray(self.paths, dtype=object)
+            if self.paths.shape != (n,):
+                raise ValueError(f"paths must have shape ({n},), got {self.paths.shape}")
+        if self.is_query is not None:
+            self.is_query = np.asarray(self.is_query)
+            if self.is_query.dtype != bool or self.is_query.shape != (n,):
+                raise ValueError(f"is_query must be a bool array of shape ({n},), got "
+                                 f"{self.is_query.dtype} {self.is_query.shape}")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -126,7 +153,13 @@ def sha256sum(path: Path, chunk: int = 1 << 20) -> str:
 
 def _missing_message(domain: str, folder: Path, files: list[RemoteFile], how: str,
                      reason: str) -> str:
-    names = "\n".join(f"    {(folder / f.name).resolve()}" for f in files)
+    return missing_message(domain, folder, [f.name for f in files], how, reason)
+
+
+def missing_message(domain: str, folder: Path, names: list[str], how: str, reason: str) -> str:
+    """Text of a DataNotFoundError: the domain, the folder searched, the files expected in it
+    and how to get them."""
+    names = "\n".join(f"    {(folder / name).resolve()}" for name in names)
     return (f"Data for domain '{domain}' not found: {reason}\n"
             f"  searched: {folder.resolve()}\n"
             f"  expected files:\n{names}\n"
@@ -242,7 +275,7 @@ def class_disjoint_split(labels: np.ndarray, test_fraction: float, val_fraction:
         raise ValueError(f"a class-disjoint train/val/test split needs at least 6 classes, "
                          f"found {n}")
     n_test = min(max(2, round(n * test_fraction)), n - 4)
-    n_val = min(max(2, round((n - n_test) * val_fraction)), n - n_test - 2)
+    n_val = _n_val_classes(n - n_test, val_fraction)
     test_c, val_c, train_c = classes[:n_test], classes[n_test:n_test + n_val], classes[n_test + n_val:]
     return tuple(np.flatnonzero(np.isin(labels, c)) for c in (train_c, val_c, test_c))
 
@@ -260,13 +293,36 @@ def held_out_split(labels: np.ndarray, fraction: float,
     return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
 
 
+def _n_val_classes(n_train_classes: int, val_fraction: float) -> int:
+    """Validation classes carved from `n_train_classes`: the fraction, at least two, leaving two."""
+    return min(max(2, round(n_train_classes * val_fraction)), n_train_classes - 2)
+
+
 def _check_fraction(name: str, value: float) -> None:
     if not isinstance(value, (int, float)) or not 0 < value < 1:
         raise ValueError(f"{name} must be a number strictly between 0 and 1, got {value!r}")
 
 
-def make_split(images: np.ndarray, labels: np.ndarray, idx: np.ndarray) -> Split:
-    return Split(np.ascontiguousarray(images[idx]), labels[idx])
+def carve_val_classes(labels: np.ndarray, val_fraction: float,
+                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Split training item indices into (train, val) with disjoint classes: `val_fraction` of
+    the classes (at least two, leaving at least two) go to val, as in class_disjoint_split."""
+    _check_fraction("val_fraction", val_fraction)
+    classes = rng.permutation(np.unique(labels))
+    n = len(classes)
+    if n < 4:
+        raise ValueError(f"carving a class-disjoint validation split needs at least 4 training "
+                         f"classes, found {n}")
+    val = np.isin(labels, classes[:_n_val_classes(n, val_fraction)])
+    return np.flatnonzero(~val), np.flatnonzero(val)
+
+
+def make_split(images: np.ndarray, labels: np.ndarray, idx: np.ndarray, *,
+               boxes: np.ndarray | None = None, paths: np.ndarray | None = None,
+               is_query: np.ndarray | None = None) -> Split:
+    """The items `idx` of parallel arrays (the optional ones may be None) as a Split."""
+    pick = [None if a is None else np.asarray(a)[idx] for a in (boxes, paths, is_query)]
+    return Split(np.ascontiguousarray(images[idx]), labels[idx], *pick)
 
 
 def domain_from_items(name: str, images: np.ndarray, labels: np.ndarray,
