@@ -28,4 +28,5 @@ def data_root() -> Path:
         pytest.skip(f"cached datasets not found (looked in ${'{'}UE_DATA{'}'}="
                     f"{os.environ.get('UE_DATA', '')!r}, ./data and ../shared/data); "
                     f"set UE_DATA to a folder holding omniglot/ and fashion-mnist/")
+    os.environ["UE_DATA"] = str(root)  # the `ue` processes the tests start look there too
     return root

@@ -37,10 +37,12 @@ RESULT_COLUMNS = ["notebook", "model", "method", "domain", "split", "metric", "v
 
 
 def slug(text: str) -> str:
-    """A folder-safe name: 'folder:/a/b' -> 'folder-a-b' (+ short hash when shortened)."""
-    clean = re.sub(r"[^A-Za-z0-9_.=-]+", "-", text).strip("-")
-    if clean != text:
-        clean = f"{clean[:40]}-{hashlib.sha1(text.encode()).hexdigest()[:6]}"
+    """A folder-safe name: 'temperature=0.05,seed=0' stays; 'folder:/a/b' -> 'folder-a-b-<hash>'
+    (a short hash is added whenever characters were replaced or the name was shortened, so two
+    different texts never share a folder)."""
+    clean = re.sub(r"[^A-Za-z0-9_.,=+-]+", "-", text).strip("-")
+    if clean != text or len(clean) > 100:
+        clean = f"{clean[:100]}-{hashlib.sha1(text.encode()).hexdigest()[:6]}"
     return clean
 
 
