@@ -3,6 +3,7 @@ recorded baseline (`ue check`)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -88,19 +89,39 @@ def run(profile: str, out_dir: str | Path, seed: int = 0, only: list[str] | None
         overrides: dict | None = None, domains: str = "", notebooks: Path = NOTEBOOK_DIR,
         models_dir: str | Path = "", log=print) -> pd.DataFrame:
     """Execute the notebooks in order; return the merged results table (also in results.csv)."""
-    import papermill as pm
-
     prof = load_profile(profile, domains or None, overrides)  # bad parameters stop here
-    # kernels run inside the run folder: give them the data root as an absolute path
-    os.environ[ENV_VAR] = str(resolve_data_root().resolve())
+    books = list_notebooks(notebooks, only)
     for name in prof.domain_names:  # and missing data too, before any notebook starts
         check_domain(name)
+    with _data_root_for_kernels():
+        return _run_notebooks(books, profile, out_dir, seed, overrides, domains, models_dir, prof,
+                              notebooks, log)
+
+
+@contextlib.contextmanager
+def _data_root_for_kernels():
+    """Kernels run inside the run folder: give them the data root as an absolute path (and
+    leave this process's environment as it was)."""
+    before = os.environ.get(ENV_VAR)
+    os.environ[ENV_VAR] = str(resolve_data_root().resolve())
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ENV_VAR, None)
+        else:
+            os.environ[ENV_VAR] = before
+
+
+def _run_notebooks(books, profile, out_dir, seed, overrides, domains, models_dir, prof, notebooks,
+                   log) -> pd.DataFrame:
+    import papermill as pm
+
     out = Path(out_dir).resolve()
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
     params = {"profile": profile, "out_dir": str(out), "seed": seed, "domains": domains,
               "overrides": dict(overrides or {}),
               "models_dir": str(Path(models_dir).resolve()) if models_dir else ""}
-    books = list_notebooks(notebooks, only)
     run_info_path = out / "run.json"
     info = json.loads(run_info_path.read_text()) if run_info_path.is_file() else {}
     info.update({"profile": profile, "parameters": params, "resolved_profile": prof.to_dict(),
