@@ -295,8 +295,11 @@ def train(domains: dict[str, Domain], cfg: TrainConfig, model_cfg: ModelConfig |
     seconds = time.perf_counter() - t0
     model.load_state_dict(best["model"])
     model.eval()
-    final = [{k: v for k, v in r.items() if k != "epoch"} for r in evaluate_history_rows(
-        model, domains, ("val", "test"), best["epoch"], cfg.eval_batch_size)]
+    # metrics of the selected weights: the history already has them for the evaluated splits
+    final = [r for r in history if r["epoch"] == best["epoch"] and r["split"] in cfg.eval_splits]
+    missing = tuple(s for s in ("val", "test") if s not in cfg.eval_splits)
+    final += evaluate_history_rows(model, domains, missing, best["epoch"], cfg.eval_batch_size)
+    final = [{k: v for k, v in r.items() if k != "epoch"} for r in final if r["split"] != "train"]
     result = TrainResult(model, pd.DataFrame(history), best["epoch"], pd.DataFrame(final),
                          seconds, config)
     if out is not None:

@@ -88,16 +88,15 @@ def render_glyphs(image_size: int = 32, channels: int = 1, jitters: int = 3,
     for char in CHARACTERS:
         rendered = []
         for fi, path in enumerate(fonts):
-            if ord(char) not in _cmap(path) or render_char(char, path) is None:
+            plain = render_char(char, path) if ord(char) in _cmap(path) else None
+            if plain is None:  # not in the font, or a blank glyph
                 continue
+            rendered.append(pil_to_array(plain, image_size, channels))
             rng = np.random.default_rng([ord(char), fi])
-            for j in range(jitters):
-                if j == 0:
-                    img = render_char(char, path)
-                else:
-                    angle, scale = rng.uniform(-10, 10), rng.uniform(0.8, 1.0)
-                    shift = tuple(rng.uniform(-3, 3, size=2))
-                    img = render_char(char, path, angle, scale, shift)
+            for _ in range(jitters - 1):
+                angle, scale = rng.uniform(-10, 10), rng.uniform(0.8, 1.0)
+                shift = tuple(rng.uniform(-3, 3, size=2))
+                img = render_char(char, path, angle, scale, shift)
                 if img is not None:
                     rendered.append(pil_to_array(img, image_size, channels))
             fonts_per_class.setdefault(char, []).append(path.stem)
