@@ -26,3 +26,85 @@ def blob_domain(name: str = "blobs", n_classes: int = 12, per_class: int = 6, si
     splits = [Split(images[m], labels[m]) for m in cut]
     return Domain(name, *splits, class_names=[str(c) for c in range(n_classes)],
                   split_rule="class-disjoint", provenance="synthetic", license="none")
+
+
+# ----------------------------------------------------------------------------- paper benchmarks
+
+def _photo(path, color, rng: np.random.Generator, size=(40, 30)) -> None:
+    """A small JPEG: the class colour plus noise and a random dark bar (so crops differ)."""
+    from PIL import Image
+
+    w, h = size
+    im = np.clip(np.array(color, float) + rng.normal(0, 12, (h, w, 3)), 0, 255)
+    x = rng.integers(0, w - 6)
+    im[:, x:x + 5] *= 0.3
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(im.astype(np.uint8)).save(path, "JPEG", quality=90)
+
+
+def class_color(c: int) -> tuple[int, int, int]:
+    return (53 * c) % 200 + 40, (97 * c) % 200 + 40, (29 * c) % 200 + 40
+
+
+def write_benchmarks(root, train_classes: int = 8, test_classes: int = 4, per_class: int = 5,
+                     seed: int = 0, names=("cub", "cars", "sop", "inshop")):
+    """The four `paper` benchmarks in their official layouts under `root`, `per_class` JPEGs of
+    `train_classes` + `test_classes` classes each (In-Shop test items: half query, half gallery).
+    Returns root."""
+    from pathlib import Path
+
+    import scipy.io
+
+    root, rng = Path(root), np.random.default_rng(seed)
+    if "cub" in names:  # classes 1.. train, 101.. test
+        folder = root / "CUB_200_2011"
+        classes = list(range(1, train_classes + 1)) + list(range(101, 101 + test_classes))
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "classes.txt").write_text("".join(f"{c} {c:03d}.Bird_{c}\n" for c in range(1, 201)))
+        rows = {"images.txt": [], "image_class_labels.txt": [], "bounding_boxes.txt": []}
+        for i, c in enumerate(c for c in classes for _ in range(per_class)):
+            rel = f"{c:03d}.Bird_{c}/Bird_{i:04d}.jpg"
+            _photo(folder / "images" / rel, class_color(c), rng)
+            rows["images.txt"].append(f"{i + 1} {rel}\n")
+            rows["image_class_labels.txt"].append(f"{i + 1} {c}\n")
+            rows["bounding_boxes.txt"].append(f"{i + 1} 2.0 3.0 30.0 20.0\n")
+        for file, lines in rows.items():
+            (folder / file).write_text("".join(lines))
+    if "cars" in names:  # classes 1.. train, 99.. test
+        folder = root / "cars196"
+        classes = list(range(1, train_classes + 1)) + list(range(99, 99 + test_classes))
+        fields = ("relative_im_path", "bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "test")
+        items = [c for c in classes for _ in range(per_class)]
+        ann = np.empty((1, len(items)), dtype=[(f, object) for f in fields])
+        for i, c in enumerate(items):
+            rel = f"car_ims/{i + 1:06d}.jpg"
+            _photo(folder / rel, class_color(c + 300), rng)
+            ann[0, i] = (rel, np.uint16(1), np.uint16(1), np.uint16(30), np.uint16(20),
+                         np.uint8(c), np.uint8(c > 98))
+        class_names = np.empty((1, 196), dtype=object)
+        class_names[0, :] = [f"Make{c} Model" for c in range(1, 197)]
+        scipy.io.savemat(folder / "cars_annos.mat", {"annotations": ann, "class_names": class_names})
+    if "sop" in names:
+        folder, image_id = root / "Stanford_Online_Products", 0
+        for file, classes in (("Ebay_train.txt", range(1, train_classes + 1)),
+                              ("Ebay_test.txt", range(1001, 1001 + test_classes))):
+            lines = ["image_id class_id super_class_id path"]
+            for c in classes:
+                for k in range(per_class):
+                    image_id += 1
+                    rel = f"bicycle_final/{c}_{k}.JPG"
+                    _photo(folder / rel, class_color(c + 600), rng)
+                    lines.append(f"{image_id} {c} 1 {rel}")
+            (folder / file).write_text("\n".join(lines) + "\n")
+    if "inshop" in names:
+        folder, lines = root / "InShop", []
+        for item in range(1, train_classes + test_classes + 1):
+            test = item > train_classes
+            for k in range(per_class):
+                status = ("query" if k % 2 == 0 else "gallery") if test else "train"
+                rel = f"img/WOMEN/Dresses/id_{item:08d}/{k + 1:02d}_1_front.jpg"
+                _photo(folder / rel, class_color(item + 900), rng)
+                lines.append(f"{rel} id_{item:08d} {status}")
+        header = [str(len(lines)), "image_name item_id evaluation_status"]
+        (folder / "list_eval_partition.txt").write_text("\n".join(header + lines) + "\n")
+    return root

@@ -54,6 +54,10 @@ def test_small_cnn_embedding_net():
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in SmallCNN().modules())
     rgb = build_model(ModelConfig(in_channels=3, embedding_dim=16))
     assert rgb(torch.rand(2, 3, 32, 32)).shape == (2, 16)
+    # GroupNorm groups divide every width: 4, 8, 12, 16 channels -> 4, 8, 4, 8 groups
+    narrow = SmallCNN(width=4)
+    assert [m.num_groups for m in narrow.modules() if isinstance(m, torch.nn.GroupNorm)] == [4, 8, 4, 8]
+    assert [m.num_groups for m in SmallCNN().modules() if isinstance(m, torch.nn.GroupNorm)] == [8] * 4
 
 
 @pytest.mark.parametrize("backbone", ["resnet18", "googlenet"])

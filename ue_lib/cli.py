@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+PARTS = ("specialists", "naive", "students")  # as ue_lib.experiments.PARTS (not imported: fast --help)
+
 EPILOG = """examples:
   ue run --profile mini --out runs/mini
   ue run --profile smoke --out runs/smoke --only 02 03 -p temperature 0.1
   ue check runs/smoke --baseline tests/baselines/smoke.json
+  torchrun --nproc_per_node 4 -m ue_lib.cli train --profile paper --out runs/paper
   ue sweep notebooks/03_absolute_vs_distribution_distillation.ipynb --out runs/tau \\
       -p temperature 0.02 0.05 0.1 --seeds 0 1
   ue data mini
@@ -33,6 +36,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     run(args.profile, args.out, seed=args.seed, only=args.only, overrides=_overrides(args.p),
         domains=args.domains or "")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from . import distributed
+    from .experiments import train_models
+
+    try:
+        done = train_models(args.profile, args.out, seed=args.seed, domains=args.domains or "",
+                            overrides=_overrides(args.p), models_dir=args.models_dir or "",
+                            parts=tuple(args.parts))
+        if distributed.context().is_main:
+            for name, seconds in done:
+                print(f"{name:32s} " + (f"trained in {seconds:.0f} s" if seconds else "found"))
+    finally:
+        distributed.shutdown()
     return 0
 
 
@@ -74,7 +93,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
     print(f"data root: {resolve_data_root(args.root).resolve()}")
     domains = load_domains(args.domains, args.root, image_size=args.image_size, seed=args.seed,
-                           download=not args.no_download)
+                           download=not args.no_download, lazy=True)  # benchmarks: files checked, not decoded
     for d in domains.values():
         row = d.summary()
         print(f"\n{d.name}: {d.split_rule}\n  {d.provenance} (licence: {d.license})")
@@ -90,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="execute the notebooks in order with papermill")
-    r.add_argument("--profile", default="mini", help="smoke | mini (default: mini)")
+    r.add_argument("--profile", default="mini", help="smoke | mini | paper (default: mini)")
     r.add_argument("--out", required=True, help="run folder (created; rerun to resume)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--only", nargs="+", metavar="NB", help="notebook numbers or names, e.g. 01 03")
@@ -99,10 +118,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a profile setting, e.g. -p epochs_naive 30 (repeatable)")
     r.set_defaults(func=_cmd_run)
 
+    t = sub.add_parser("train", help="train the models notebooks 01-04 use (before `ue run`; "
+                       "under torchrun on several GPUs)")
+    t.add_argument("--profile", default="mini", help="smoke | mini | paper (default: mini)")
+    t.add_argument("--out", required=True, help="run folder that `ue run` will use")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--domains", default="", help="comma-separated domains (default: profile's)")
+    t.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS,
+                   help="which models (default: all)")
+    t.add_argument("--models-dir", default="", help="model folder (default: <out>/models)")
+    t.add_argument("-p", nargs="+", action="append", metavar=("NAME", "VALUE"),
+                   help="override a profile setting, as for `ue run` (repeatable)")
+    t.set_defaults(func=_cmd_train)
+
     w = sub.add_parser("sweep", help="run one notebook over a parameter grid (x seeds)")
     w.add_argument("notebook", help="the notebook to run, e.g. notebooks/03_….ipynb")
     w.add_argument("--out", required=True, help="sweep folder (rerun to resume)")
-    w.add_argument("--profile", default="mini", help="smoke | mini (default: mini)")
+    w.add_argument("--profile", default="mini", help="smoke | mini | paper (default: mini)")
     w.add_argument("--seeds", nargs="+", type=int, default=[0])
     w.add_argument("--domains", default="", help="comma-separated domains (default: profile's)")
     w.add_argument("-p", nargs="+", action="append", required=True, metavar=("NAME", "VALUE"),

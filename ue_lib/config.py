@@ -124,6 +124,9 @@ class TrainConfig(Validated):
     mode: `specialist` (one domain), `naive` (all domains, one metric loss) or
     `distill` (all domains, each batch matched to its domain's frozen specialist;
     plus `metric_weight` × the metric loss on the labels).
+
+    augment: random jitter of the training images (in-memory arrays: a small affine; file-backed
+    images: random resized crop + flip). amp: mixed precision, see `ue_lib.device`.
     """
 
     mode: str = "specialist"
@@ -142,8 +145,10 @@ class TrainConfig(Validated):
     seed: int = 0
     device: str = "auto"
     eval_batch_size: int = 512
+    amp: str = "auto"
 
     def check(self) -> None:
+        from .device import AMP_MODES
         from .losses import DISTILLATION_LOSSES, METRIC_LOSSES
         from .samplers import SCHEDULES
 
@@ -151,6 +156,7 @@ class TrainConfig(Validated):
         _choice("TrainConfig", "metric_loss", self.metric_loss, METRIC_LOSSES)
         _choice("TrainConfig", "distill_loss", self.distill_loss, DISTILLATION_LOSSES)
         _choice("TrainConfig", "domain_schedule", self.domain_schedule, SCHEDULES)
+        _choice("TrainConfig", "amp", self.amp, AMP_MODES)
         _positive("TrainConfig", epochs=self.epochs, p=self.p, eval_every=self.eval_every,
                   eval_batch_size=self.eval_batch_size)
         if self.k < 2:

@@ -395,27 +395,43 @@ def embed(
     images: Any,
     batch_size: int = 512,
     device: torch.device | str | None = None,
+    amp: str = "auto",
 ) -> np.ndarray:
     """Embed uint8 images (N, C, H, W) with ``model`` in eval mode, without gradients.
 
-    Each batch is moved to ``device`` (default: the model's parameter device, else CPU) and scaled
-    to float32 in [0, 1] before the forward pass. Returns a float32 (N, D) array (outputs are
-    flattened per item). The model's previous train/eval mode is restored.
+    ``images`` is an array or tensor, or file-backed :class:`~ue_lib.data.files.ImageFiles`
+    (decoded with the evaluation transform by its ``num_workers`` DataLoader workers, in pinned
+    memory when the device is a GPU). Each batch is moved to ``device`` (default: the model's
+    parameter device, else CPU) and scaled to float32 in [0, 1] before the forward pass, under
+    autocast when ``amp`` asks for it (``ue_lib.device``: bfloat16 on CUDA by default). Returns
+    a float32 (N, D) array (outputs are flattened per item). The model's previous train/eval
+    mode is restored.
     """
-    images = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.asarray(images))
-    if images.dtype != torch.uint8:
-        raise TypeError(f"images must be uint8, got {images.dtype}")
+    from torch.utils.data import DataLoader
+
+    from .device import autocast, to_input
+
     if device is None:
         first = next(model.parameters(), None)
         device = first.device if first is not None else torch.device("cpu")
+    device = torch.device(device)
+    if hasattr(images, "dataset"):  # file-backed: decode in DataLoader workers
+        workers = images.num_workers
+        batches = DataLoader(images.dataset(train=False), batch_size=batch_size,
+                             num_workers=workers, pin_memory=device.type == "cuda",
+                             persistent_workers=False)
+    else:
+        images = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.asarray(images))
+        if images.dtype != torch.uint8:
+            raise TypeError(f"images must be uint8, got {images.dtype}")
+        batches = (images[start : start + batch_size] for start in range(0, len(images), batch_size))
     was_training = model.training
     model.eval()
     outputs = []
     try:
-        with torch.no_grad():
-            for start in range(0, len(images), batch_size):
-                batch = images[start : start + batch_size].to(device).float().div_(255.0)
-                out = model(batch)
+        with torch.no_grad(), autocast(amp, device):
+            for batch in batches:
+                out = model(to_input(batch, device))
                 outputs.append(out.reshape(len(batch), -1).float().cpu().numpy())
     finally:
         model.train(was_training)

@@ -151,6 +151,36 @@ class Experiment:
         return path
 
 
+PARTS = ("specialists", "naive", "students")
+
+
+def train_models(profile: str, out_dir: str | Path, seed: int = 0, domains: str = "",
+                 overrides: dict | None = None, models_dir: str = "",
+                 parts: tuple[str, ...] = PARTS, progress: bool = True) -> list[tuple[str, float]]:
+    """Train (or find finished) every model notebooks 01-04 use, into the folders they look in:
+    per seed of the profile's `seeds` (offset by `seed`, as notebook 04 does) the specialists,
+    the naive model and the students (all `distill_methods` on the first seed, as notebook 03,
+    the `final_methods` on the others). Returns (model folder kind and name, seconds) pairs.
+    Run it under torchrun to train each model on several GPUs; `ue run` then only evaluates."""
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        raise ValueError(f"unknown part(s) {', '.join(unknown)}; valid: {', '.join(PARTS)}")
+    prof = load_profile(profile, domains or None, overrides)
+    exp = Experiment(prof, Path(out_dir), "train", seed, progress,
+                     Path(models_dir) if models_dir else None)
+    seeds = [seed + s for s in prof.seed_list()]
+    done = []
+    for s in seeds:
+        if "specialists" in parts:
+            done += [(f"specialist {n} seed {s}", r.seconds) for n, r in exp.specialists(s).items()]
+        if "naive" in parts:
+            done.append((f"naive seed {s}", exp.naive(s).seconds))
+        if "students" in parts:
+            methods = prof.methods("distill_methods" if s == seeds[0] else "final_methods")
+            done += [(f"distill-{m} seed {s}", exp.student(m, s).seconds) for m in methods]
+    return done
+
+
 def setup(notebook: str, profile: str = "mini", out_dir: str = "runs/mini", seed: int = 0,
           domains: str = "", overrides: dict | None = None, models_dir: str = "",
           progress: bool = True) -> Experiment:

@@ -6,6 +6,7 @@ them itself (mean/std buffers), so callers never need to know the statistics.
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
@@ -30,7 +31,7 @@ class SmallCNN(nn.Module):
         layers: list[nn.Module] = []
         for i in range(4):
             layers += [nn.Conv2d(chans[i], chans[i + 1], 3, padding=1, bias=False),
-                       nn.GroupNorm(min(8, chans[i + 1]), chans[i + 1]), nn.ReLU(inplace=True)]
+                       nn.GroupNorm(math.gcd(8, chans[i + 1]), chans[i + 1]), nn.ReLU(inplace=True)]
             if i < 3:
                 layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -81,7 +82,7 @@ def _torchvision_backbone(cfg: ModelConfig) -> tuple[nn.Module, int]:
             raise RuntimeError(
                 f"could not get ImageNet weights for {cfg.backbone} ({exc}). Without internet, "
                 f"download {weights_enum.DEFAULT.url} elsewhere and pass its path as "
-                f"pretrained='/path/to/file.pth' (or -p weights /path/to/file.pth)") from exc
+                f"`-p weights /path/to/file.pth` (ModelConfig(pretrained=...) in code)") from exc
     else:
         net = builder(weights=None, **extra)
         if cfg.pretrained:

@@ -255,6 +255,10 @@ class MultiDomainBatchSampler(Sampler[tuple[str, list[int]]]):
         k: Images per class.
         schedule: One of :data:`SCHEDULES`.
         seed: Non-negative base seed.
+        rank, world_size: Multi-process training (``ue_lib.distributed``): every rank draws the
+            same schedule and batches, and yields its own share of each batch, whole classes
+            ``rank, rank + world_size, ...`` of its P classes (so every rank still sees K images
+            per class; P must be divisible by ``world_size``).
     """
 
     def __init__(
@@ -264,6 +268,8 @@ class MultiDomainBatchSampler(Sampler[tuple[str, list[int]]]):
         k: int,
         schedule: str = "round_robin",
         seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         super().__init__()
         if not labels_by_domain:
@@ -278,6 +284,16 @@ class MultiDomainBatchSampler(Sampler[tuple[str, list[int]]]):
                 self.samplers[name] = PKSampler(labels, p, k, seed=domain_seed)
             except ValueError as e:
                 raise ValueError(f"domain {name!r}: {e}") from e
+        self.world_size = _check_int("world_size", world_size, 1)
+        self.rank = _check_int("rank", rank, 0)
+        if self.rank >= self.world_size:
+            raise ValueError(f"rank must be < world_size ({self.world_size}), got {self.rank}")
+        for name, s in self.samplers.items():
+            if s.p % self.world_size:
+                raise ValueError(
+                    f"domain {name!r}: a batch of P={s.p} classes cannot be shared evenly by "
+                    f"{self.world_size} processes; choose P (the `p` setting) divisible by "
+                    f"the number of processes")
         #: Natural batches per epoch of each domain (``num_samples // batch_size``).
         self.batches_per_domain = {
             name: s.num_samples // s.batch_size for name, s in self.samplers.items()
@@ -308,7 +324,12 @@ class MultiDomainBatchSampler(Sampler[tuple[str, list[int]]]):
             name: s.batches(self.epoch, order.count(name)) for name, s in self.samplers.items()
         }
         for name in order:
-            yield name, next(streams[name])
+            batch = next(streams[name])
+            if self.world_size > 1:  # this rank's classes; each class is K consecutive items
+                k = self.samplers[name].k
+                batch = [i for c in range(self.rank, len(batch) // k, self.world_size)
+                         for i in batch[c * k:(c + 1) * k]]
+            yield name, batch
 
     def __len__(self) -> int:
         return len(self.domain_order())

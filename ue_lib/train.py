@@ -12,6 +12,12 @@ are evaluated; the per-epoch rows are the history the notebooks plot. The model
 kept is the one with the best mean validation score (never test). With an
 `out_dir`, a checkpoint is written atomically after every epoch and a rerun
 resumes from it, ending with exactly the numbers of an uninterrupted run.
+
+In-memory images are indexed directly; file-backed ones (`ue_lib.data.files`) are decoded,
+cropped and flipped by DataLoader workers. On CUDA the loop runs in bfloat16 autocast with
+channels-last tensors (`ue_lib.device`). Under `torchrun` every process trains on its share
+of each batch with DistributedDataParallel, and rank 0 evaluates and writes
+(`ue_lib.distributed`).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,10 +35,14 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from . import distributed
 from .config import ModelConfig, OptimConfig, TrainConfig
 from .data import Domain
+from .device import autocast, memory_format, resolve_device, to_input
 from .evaluate import embed, split_metrics
 from .losses import make_distillation_loss, make_metric_loss
 from .models import EmbeddingNet, build_model
@@ -51,12 +62,6 @@ class TrainResult:
 
 
 # ----------------------------------------------------------------------------- helpers
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
 
 def atomic_save(obj, path: Path) -> None:
     """torch.save to a temporary file in the same folder, then rename over `path`."""
@@ -80,8 +85,57 @@ def _fingerprint(config: dict) -> str:
 
 
 def _data_fingerprint(domains: dict[str, Domain]) -> dict:
-    return {name: {s: [len(sp), int(sp.labels.sum()), int(sp.images[:, :, ::7, ::7].sum())]
+    return {name: {s: [len(sp), int(sp.labels.sum()), _content(sp.images)]
                    for s, sp in d.splits.items()} for name, d in domains.items()}
+
+
+def _content(images) -> int | str:
+    """A cheap summary of a split's pixels (file-backed images: of their paths and size)."""
+    if _file_backed(images):
+        return images.fingerprint()
+    return int(images[:, :, ::7, ::7].sum())
+
+
+def _file_backed(images) -> bool:
+    return hasattr(images, "dataset")
+
+
+class _TrainImages(Dataset):
+    """(domain, index) -> uint8 image tensor, for the DataLoader that serves file-backed
+    domains (with the train transform when augmenting; in-memory domains are passed through)."""
+
+    def __init__(self, domains: dict[str, Domain], augment: bool):
+        self.sources = {n: d.train.images.dataset(train=augment) if _file_backed(d.train.images)
+                        else torch.from_numpy(d.train.images) for n, d in domains.items()}
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.sources.values())
+
+    def __getitem__(self, key: tuple[str, int]) -> torch.Tensor:
+        name, i = key
+        return self.sources[name][i]
+
+
+def _stack(items: list[torch.Tensor]) -> torch.Tensor:
+    return torch.stack(items)
+
+
+def _epoch_batches(domains: dict[str, Domain], sampler, cfg: TrainConfig, epoch: int,
+                   device: torch.device):
+    """Yield one epoch's (domain, index tensor, uint8 images) in the sampler's order."""
+    if not any(_file_backed(d.train.images) for d in domains.values()):
+        for name, idx in sampler:
+            idx_t = torch.as_tensor(idx)
+            yield name, idx_t, torch.from_numpy(domains[name].train.images[idx_t.numpy()])
+        return
+    batches = list(sampler)
+    workers = max(getattr(d.train.images, "num_workers", 0) for d in domains.values())
+    loader = DataLoader(_TrainImages(domains, cfg.augment),
+                        batch_sampler=[[(name, i) for i in idx] for name, idx in batches],
+                        collate_fn=_stack, num_workers=workers, pin_memory=device.type == "cuda",
+                        generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
+    for (name, idx), x in zip(batches, loader):
+        yield name, torch.as_tensor(idx), x
 
 
 def augmenter() -> Callable[[torch.Tensor], torch.Tensor]:
@@ -104,12 +158,12 @@ def _global_labels(domains: dict[str, Domain]) -> dict[str, torch.Tensor]:
 
 
 def evaluate_history_rows(model: nn.Module, domains: dict[str, Domain], splits, epoch: int,
-                          batch_size: int) -> list[dict]:
+                          batch_size: int, amp: str = "auto") -> list[dict]:
     rows = []
     for name, d in domains.items():
         for split in splits:
             sp = getattr(d, split)
-            metrics = split_metrics(embed(model, sp.images, batch_size), sp)
+            metrics = split_metrics(embed(model, sp.images, batch_size, amp=amp), sp)
             rows += [{"epoch": epoch, "domain": name, "split": split, "metric": m, "value": v}
                      for m, v in metrics.items()]
     return rows
@@ -169,14 +223,23 @@ def train(domains: dict[str, Domain], cfg: TrainConfig, model_cfg: ModelConfig |
     if cfg.domain_schedule == "dynamic" and cfg.mode != "distill":
         raise ValueError("the dynamic domain schedule follows how far the student lags behind its "
                          "teachers: use it with mode='distill'")
-    device = resolve_device(cfg.device)
+    ctx = distributed.context(cfg.device)
+    device = ctx.device(cfg.device)
     config, fingerprint = run_config(domains, cfg, model_cfg, optim_cfg, selection_metric, teachers)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None and resume and (out / FINAL).is_file():
         return load_result(out, expect_fingerprint=fingerprint)
+    write = out is not None and ctx.is_main  # only rank 0 writes
+
+    def evaluate(model: nn.Module, splits, epoch: int) -> list[dict]:  # rank 0's numbers
+        rows = (evaluate_history_rows(model, domains, splits, epoch, cfg.eval_batch_size, cfg.amp)
+                if ctx.is_main else None)
+        return ctx.broadcast(rows)
 
     # ---- model, losses, optimiser
-    model = build_model(model_cfg, seed=cfg.seed).to(device)
+    model = build_model(model_cfg, seed=cfg.seed).to(device, memory_format=memory_format(device))
+    net = (DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                   else None) if ctx.enabled else model)
     labels = _global_labels(domains)
     n_classes = int(sum(len(torch.unique(v)) for v in labels.values()))
     losses = nn.ModuleDict()
@@ -189,7 +252,7 @@ def train(domains: dict[str, Domain], cfg: TrainConfig, model_cfg: ModelConfig |
     teacher_cache: dict[str, torch.Tensor] = {}
     if cfg.mode == "distill":
         for i, name in enumerate(domains):
-            teacher = teachers[name].to(device).eval()
+            teacher = teachers[name].to(device, memory_format=memory_format(device)).eval()
             for p in teacher.parameters():
                 p.requires_grad_(False)
             t_dim = getattr(teacher, "embedding_dim", model_cfg.embedding_dim)
@@ -197,8 +260,8 @@ def train(domains: dict[str, Domain], cfg: TrainConfig, model_cfg: ModelConfig |
                 cfg.distill_loss, student_dim=model_cfg.embedding_dim, teacher_dim=t_dim,
                 **cfg.distill_loss_params)
             if not cfg.augment:  # inputs never change: embed the training set once
-                teacher_cache[name] = torch.from_numpy(
-                    embed(teacher, domains[name].train.images, cfg.eval_batch_size)).to(device)
+                teacher_cache[name] = torch.from_numpy(embed(
+                    teacher, domains[name].train.images, cfg.eval_batch_size, amp=cfg.amp)).to(device)
     losses.to(device)
     params = list(model.parameters()) + list(losses.parameters())
     opt = _optimizer(optim_cfg, params)
@@ -206,14 +269,17 @@ def train(domains: dict[str, Domain], cfg: TrainConfig, model_cfg: ModelConfig |
              if optim_cfg.lr_schedule == "cosine" else None)
 
     # ---- data
-    images = {n: torch.from_numpy(d.train.images) for n, d in domains.items()}
     sampler = MultiDomainBatchSampler({n: d.train.labels for n, d in domains.items()},
-                                      cfg.p, cfg.k, schedule=cfg.domain_schedule, seed=cfg.seed)
+                                      cfg.p, cfg.k, schedule=cfg.domain_schedule, seed=cfg.seed,
+                                      rank=ctx.rank, world_size=ctx.world_size)
+    # in-memory images get the affine jitter here; file-backed ones are cropped by the loader
     augment = augmenter() if cfg.augment else None
+    jittered = {n for n, d in domains.items() if not _file_backed(d.train.images)}
     teacher_val: dict[str, float] = {}
     if cfg.domain_schedule == "dynamic":  # the teachers' own validation scores, once
-        teacher_val = {n: split_metrics(embed(teachers[n], d.val.images, cfg.eval_batch_size),
-                                        d.val)[selection_metric] for n, d in domains.items()}
+        teacher_val = ctx.broadcast({n: split_metrics(
+            embed(teachers[n], d.val.images, cfg.eval_batch_size, amp=cfg.amp), d.val
+        )[selection_metric] for n, d in domains.items()} if ctx.is_main else None)
 
     # ---- resume
     start, history, best = 0, [], {"epoch": 0, "score": -1.0, "model": None}
@@ -233,27 +299,31 @@ def train(domains: dict[str, Domain], cfg: TrainConfig, model_cfg: ModelConfig |
 
     # ---- loop
     t0 = time.perf_counter()
+    # a bar per epoch; one per batch too, in a terminal (in a notebook it would bury the output)
+    batch_bar = progress and ctx.is_main and sys.stderr.isatty()
     epochs = tqdm(range(start, cfg.epochs), desc=f"{cfg.mode}", unit="epoch",
-                  disable=not progress, initial=start, total=cfg.epochs)
+                  disable=not progress or not ctx.is_main, initial=start, total=cfg.epochs)
     for epoch in epochs:
         model.train()
         sampler.set_epoch(epoch)
         torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # augmentation draws: resumable
         sums: dict[str, list[float]] = {n: [] for n in domains}
-        for b, (name, idx) in enumerate(tqdm(sampler, desc=f"epoch {epoch + 1}", leave=False,
-                                             disable=not progress)):
-            idx_t = torch.as_tensor(idx)
-            x = images[name][idx_t].to(device, non_blocking=True).float().div_(255)
-            if augment is not None:
+        batches = _epoch_batches(domains, sampler, cfg, epoch, device)
+        for b, (name, idx_t, images) in enumerate(tqdm(batches, desc=f"epoch {epoch + 1}",
+                                                       total=len(sampler), leave=False,
+                                                       disable=not batch_bar)):
+            x = to_input(images, device)
+            if augment is not None and name in jittered:
                 x = augment(x)
-            emb = model(x)
+            with autocast(cfg.amp, device):
+                emb = net(x).float()
             if cfg.mode == "distill":
                 i = list(domains).index(name)
                 if name in teacher_cache:
                     target = teacher_cache[name][idx_t.to(device)]
                 else:
-                    with torch.no_grad():
-                        target = teachers[name](x)
+                    with torch.no_grad(), autocast(cfg.amp, device):
+                        target = teachers[name](x).float()
                 loss = losses[f"distill{i}"](emb, target)
                 if "metric" in losses:
                     loss = loss + cfg.metric_weight * losses["metric"](emb, labels[name][idx_t].to(device))
@@ -266,6 +336,7 @@ def train(domains: dict[str, Domain], cfg: TrainConfig, model_cfg: ModelConfig |
                     f"(now {optim_cfg.lr}) or check the inputs of that domain")
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            ctx.all_reduce_grads(losses.parameters())  # the model's own: DDP does it
             opt.step()
             sums[name].append(loss.item())
         if sched is not None:
@@ -274,7 +345,7 @@ def train(domains: dict[str, Domain], cfg: TrainConfig, model_cfg: ModelConfig |
         history += [{"epoch": done, "domain": n, "split": "train", "metric": "loss",
                      "value": float(np.mean(v))} for n, v in sums.items() if v]
         if done % cfg.eval_every == 0 or done == cfg.epochs:
-            rows = evaluate_history_rows(model, domains, cfg.eval_splits, done, cfg.eval_batch_size)
+            rows = evaluate(model, cfg.eval_splits, done)
             history += rows
             score = _selection_score(rows, selection_metric)
             if score > best["score"]:
@@ -283,7 +354,7 @@ def train(domains: dict[str, Domain], cfg: TrainConfig, model_cfg: ModelConfig |
             epochs.set_postfix({f"val {selection_metric}": f"{score:.3f}"})
             if teacher_val:
                 sampler.set_weights(lag_weights(teacher_val, _last_val(history, selection_metric)))
-        if out is not None:
+        if write:
             atomic_save({"epoch": done, "model": model.state_dict(), "losses": losses.state_dict(),
                          "optimizer": opt.state_dict(),
                          "scheduler": sched.state_dict() if sched is not None else None,
@@ -298,16 +369,17 @@ def train(domains: dict[str, Domain], cfg: TrainConfig, model_cfg: ModelConfig |
     # metrics of the selected weights: the history already has them for the evaluated splits
     final = [r for r in history if r["epoch"] == best["epoch"] and r["split"] in cfg.eval_splits]
     missing = tuple(s for s in ("val", "test") if s not in cfg.eval_splits)
-    final += evaluate_history_rows(model, domains, missing, best["epoch"], cfg.eval_batch_size)
+    final += evaluate(model, missing, best["epoch"]) if missing else []
     final = [{k: v for k, v in r.items() if k != "epoch"} for r in final if r["split"] != "train"]
     result = TrainResult(model, pd.DataFrame(history), best["epoch"], pd.DataFrame(final),
                          seconds, config)
-    if out is not None:
+    if write:
         atomic_save({"model": best["model"], "best_epoch": best["epoch"], "config": config,
                      "fingerprint": fingerprint, "seconds": seconds, "history": history,
-                     "final": final}, out / FINAL)
+                     "final": final, "world_size": ctx.world_size}, out / FINAL)
         atomic_write_text(result.history.to_csv(index=False), out / HISTORY)
         (out / CHECKPOINT).unlink(missing_ok=True)
+    ctx.barrier()  # the others wait until rank 0 has written
     return result
 
 

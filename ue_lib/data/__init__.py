@@ -18,6 +18,7 @@ from . import benchmarks
 from . import folder as folder_module
 from .benchmarks import load_cars, load_cub, load_inshop, load_sop
 from .core import DataCorruptError, DataError, DataNotFoundError, Domain, Split, resolve_data_root
+from .files import ImageFiles
 from .fashion import load_fashion
 from .folder import load_folder
 from .glyphs import load_glyphs
@@ -28,8 +29,9 @@ LOADERS = {"omniglot": load_omniglot, "fashion": load_fashion, "glyphs": load_gl
 SUITES = {"mini": ("omniglot", "fashion", "glyphs"), "paper": ("cub", "cars", "sop", "inshop")}
 FOLDER_PREFIX = "folder:"
 
-__all__ = ["DataCorruptError", "DataError", "DataNotFoundError", "Domain", "Split", "LOADERS",
-           "SUITES", "check_domain", "load_domain", "load_domains", "parse_domains", "resolve_data_root"]
+__all__ = ["DataCorruptError", "DataError", "DataNotFoundError", "Domain", "ImageFiles", "Split",
+           "LOADERS", "SUITES", "check_domain", "load_domain", "load_domains", "parse_domains",
+           "resolve_data_root"]
 
 
 def parse_domains(spec: str | list[str] | tuple[str, ...]) -> list[str]:
@@ -72,10 +74,15 @@ def check_domain(name: str, root=None, download: bool = True) -> None:
                      download)
 
 
-def load_domain(name: str, root=None, **kwargs) -> Domain:
+def load_domain(name: str, root=None, *, lazy: bool = False, num_workers: int = 0,
+                **kwargs) -> Domain:
     """Load one domain by name; kwargs go to its loader (image_size, channels, seed,
-    test_fraction, val_fraction, max_per_class, max_classes, download)."""
+    test_fraction, val_fraction, max_per_class, max_classes, download). `lazy` and
+    `num_workers` make the `paper` benchmarks file-backed (see `ue_lib.data.files`); the other
+    domains are small and always decoded into memory, so they ignore both."""
     (name,) = parse_domains([name])
+    if name in benchmarks.SOURCES:
+        kwargs.update(lazy=lazy, num_workers=num_workers)
     if name.startswith(FOLDER_PREFIX):
         kwargs.pop("download", None)
         return load_folder(name[len(FOLDER_PREFIX):], **kwargs)

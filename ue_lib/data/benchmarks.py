@@ -24,13 +24,14 @@ gallery), both seeded, for quick runs. The test split is evaluated leave-one-out
 images, told apart by ``Split.is_query``. CUB's and Cars' object boxes are kept in ``Split.boxes``
 (original pixel coordinates, PIL crop convention) and every split keeps its image ``paths``.
 
-Memory: the eager loaders decode every image into RAM as uint8 (N, C, H, W). At 224 px RGB that
-is 150 kB per image: CUB (11,788 images) 1.8 GB, Cars (16,185) 2.4 GB, In-Shop (52,712) 7.9 GB
-and SOP (120,053) 18 GB -- fine at the small image sizes of quick runs, too large for the paper
-profile, which needs a lazy, file-backed dataset (decode, crop and augment per batch; out of
-scope here). Its building blocks are here: :func:`read_index` reads only the index files (paths,
-labels, boxes, query flags) and :func:`split_items` makes exactly the splits the eager loaders
-use, as item indices into that index, without touching an image.
+Memory: decoded eagerly (the default), every image sits in RAM as uint8 (N, C, H, W). At 224 px
+RGB that is 150 kB per image: CUB (11,788 images) 1.8 GB, Cars (16,185) 2.4 GB, In-Shop (52,712)
+7.9 GB and SOP (120,053) 18 GB -- fine at the small sizes of quick runs, too large at the paper's.
+With ``lazy=True`` a split's ``images`` is an :class:`~ue_lib.data.files.ImageFiles` instead:
+paths only, decoded (and, for training, randomly cropped and flipped) per batch by
+``num_workers`` DataLoader workers; the loader only checks that every listed file exists.
+:func:`read_index` reads just the index files (paths, labels, boxes, query flags) and
+:func:`split_items` makes the splits, as item indices into that index, without touching an image.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from .core import (
     subsample_classes,
     subsample_per_class,
 )
+from .files import ImageFiles, check_files_exist
 
 _NOT_DOWNLOADED = (" Its terms of use require you to fetch it yourself: it is never downloaded "
                    "automatically (the `download` argument is ignored).")
@@ -343,10 +345,11 @@ def read_images(paths: np.ndarray, name: str, image_size: int, channels: int) ->
 def load_benchmark(name: str, root=None, *, image_size: int = 32, channels: int = 1,
                    seed: int = 0, test_fraction: float = 0.5, val_fraction: float = 0.2,
                    max_per_class: int | None = None, max_classes: int | None = None,
-                   download: bool = True) -> Domain:
-    """Load benchmark `name` eagerly (images decoded into RAM). `test_fraction` and `download`
-    are accepted for the uniform loader interface and ignored (standard split; never
-    downloaded)."""
+                   download: bool = True, lazy: bool = False, num_workers: int = 0) -> Domain:
+    """Load benchmark `name`: images decoded into RAM, or with `lazy` file-backed
+    (:class:`~ue_lib.data.files.ImageFiles` decoded by `num_workers` workers; see the module
+    doc). `test_fraction` and `download` are accepted for the uniform loader interface and
+    ignored (standard split; never downloaded)."""
     del test_fraction, download
     check_image_args(image_size, channels)
     source, index = SOURCES[name], read_index(name, root)
@@ -355,8 +358,12 @@ def load_benchmark(name: str, root=None, *, image_size: int = 32, channels: int 
                                   max_per_class=max_per_class, max_classes=max_classes).items():
         boxes = None if index.boxes is None else index.boxes[idx]
         is_query = index.is_query[idx] if index.is_query is not None and split == "test" else None
-        splits[split] = Split(read_images(index.paths[idx], name, image_size, channels),
-                              index.labels[idx], boxes, index.paths[idx], is_query)
+        if lazy:
+            check_files_exist(index.paths[idx], name)
+            images = ImageFiles(index.paths[idx], image_size, channels, num_workers, name)
+        else:
+            images = read_images(index.paths[idx], name, image_size, channels)
+        splits[split] = Split(images, index.labels[idx], boxes, index.paths[idx], is_query)
     return Domain(name=name, **splits, class_names=index.class_names,
                   split_rule=source.split_rule, provenance=source.provenance,
                   license=source.license,
@@ -368,11 +375,11 @@ def _loader(name: str, title: str) -> Callable[..., Domain]:
     def load(root=None, *, image_size: int = 32, channels: int = 1, seed: int = 0,
              test_fraction: float = 0.5, val_fraction: float = 0.2,
              max_per_class: int | None = None, max_classes: int | None = None,
-             download: bool = True) -> Domain:
+             download: bool = True, lazy: bool = False, num_workers: int = 0) -> Domain:
         return load_benchmark(name, root, image_size=image_size, channels=channels, seed=seed,
                               test_fraction=test_fraction, val_fraction=val_fraction,
                               max_per_class=max_per_class, max_classes=max_classes,
-                              download=download)
+                              download=download, lazy=lazy, num_workers=num_workers)
 
     load.__name__ = load.__qualname__ = f"load_{name}"
     load.__doc__ = (f"{title} from ``<data root>/{SOURCES[name].folder}/``: "

@@ -34,6 +34,9 @@ class DataCorruptError(DataError, ValueError):
 class Split:
     """One split of a domain: uint8 images (N, C, H, W) and int64 labels (N,).
 
+    ``images`` is a numpy array, or for large photo sets an :class:`~ue_lib.data.files.ImageFiles`
+    that indexes like one but decodes files on access.
+
     Optional per-item extras (None when the source has none):
 
     * ``boxes``: float32 (N, 4) object bounding boxes ``x1, y1, x2, y2`` in the ORIGINAL
