@@ -3,6 +3,8 @@ on-disk layouts, and query/gallery retrieval metrics."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -455,3 +457,34 @@ def test_query_gallery_chunked_matches_unchunked(monkeypatch):
     for key in whole:  # same rankings; map@r's row sums may differ in the last bit with the shape
         np.testing.assert_allclose(whole[key], chunked[key], rtol=0, atol=1e-12, err_msg=key)
     np.testing.assert_array_equal(whole["recall@1"], chunked["recall@1"])
+
+
+_BOUNDED_MEMORY = """
+import resource, sys, time
+import numpy as np
+from ue_lib.evaluate import query_gallery_metrics
+rng = np.random.default_rng(0)
+n_q, n_g = int(sys.argv[1]), int(sys.argv[2])
+g, gy = rng.standard_normal((n_g, 128), dtype=np.float32), rng.integers(0, n_g // 10, n_g)
+q, qy = rng.standard_normal((n_q, 128), dtype=np.float32), rng.integers(0, n_g // 10, n_q)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+metrics = query_gallery_metrics(q, qy, g, gy)
+seconds = time.perf_counter() - start
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(before // 1024, after // 1024, f"{seconds:.1f}", metrics["recall@1"])
+"""
+
+
+def test_query_gallery_memory_is_bounded_for_a_200k_gallery():
+    """2,000 queries x 200,000 gallery items x 128-d: a queries x gallery score matrix would be
+    1.6 GB; the evaluator's peak memory grows by far less (measured in a fresh process)."""
+    r = subprocess.run([sys.executable, "-c", _BOUNDED_MEMORY, "2000", "200000"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    before_mib, after_mib, seconds, recall = r.stdout.split()
+    growth = int(after_mib) - int(before_mib)
+    print(f"\nquery/gallery 2k x 200k x 128: {seconds} s, peak RSS {after_mib} MiB "
+          f"(+{growth} MiB during the call)")
+    assert growth < 400, f"peak memory grew by {growth} MiB"
+    assert 0.0 <= float(recall) <= 1.0

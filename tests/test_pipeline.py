@@ -67,6 +67,15 @@ def test_image_files_index_like_an_array(tmp_path):
     grey = ImageFiles([str(p) for p in paths], SIZE, channels=1)
     assert grey[0].shape == (1, SIZE, SIZE)
     assert files.fingerprint() != grey.fingerprint()
+    # the same files under another root: same fingerprint; a changed file: another
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    for q in paths:
+        (moved / q.name).write_bytes(q.read_bytes())
+    same = ImageFiles([str(moved / q.name) for q in paths], SIZE, channels=3)
+    assert same.fingerprint() == files.fingerprint()
+    _file(moved, 50, 20, "3.png")
+    assert ImageFiles([str(moved / q.name) for q in paths], SIZE).fingerprint() != files.fingerprint()
 
 
 def test_lazy_benchmark_matches_the_eager_one(bench_root):

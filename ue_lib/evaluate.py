@@ -416,10 +416,8 @@ def embed(
         device = first.device if first is not None else torch.device("cpu")
     device = torch.device(device)
     if hasattr(images, "dataset"):  # file-backed: decode in DataLoader workers
-        workers = images.num_workers
         batches = DataLoader(images.dataset(train=False), batch_size=batch_size,
-                             num_workers=workers, pin_memory=device.type == "cuda",
-                             persistent_workers=False)
+                             num_workers=images.num_workers, pin_memory=device.type == "cuda")
     else:
         images = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.asarray(images))
         if images.dtype != torch.uint8:

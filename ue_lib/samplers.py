@@ -291,9 +291,10 @@ class MultiDomainBatchSampler(Sampler[tuple[str, list[int]]]):
         for name, s in self.samplers.items():
             if s.p % self.world_size:
                 raise ValueError(
-                    f"domain {name!r}: a batch of P={s.p} classes cannot be shared evenly by "
-                    f"{self.world_size} processes; choose P (the `p` setting) divisible by "
-                    f"the number of processes")
+                    f"domain {name!r}: a batch of P={s.p} classes"
+                    f"{' (all the classes it has)' if s.p < s.requested_p else ''} cannot be "
+                    f"shared evenly by {self.world_size} processes; choose P (the `p` setting) "
+                    f"divisible by the number of processes")
         #: Natural batches per epoch of each domain (``num_samples // batch_size``).
         self.batches_per_domain = {
             name: s.num_samples // s.batch_size for name, s in self.samplers.items()

@@ -112,11 +112,17 @@ class ImageFiles:
         return array if dtype is None else array.astype(dtype)
 
     def fingerprint(self) -> str:
-        """Identifies the content for run fingerprints without decoding: files and sizes."""
-        h = hashlib.sha256(f"{self.size},{self.channels}".encode())
-        for p in self.paths:
-            h.update(str(p).encode())
-        return h.hexdigest()[:16]
+        """Identifies the content for run fingerprints without decoding: image size, channels,
+        and each file's path below the files' common folder and its byte size (so the same data
+        under another data root gives the same fingerprint). Computed once."""
+        if getattr(self, "_fingerprint", None) is None:
+            h = hashlib.sha256(f"{self.size},{self.channels}".encode())
+            base = os.path.commonpath(list(self.paths)) if len(self.paths) > 1 else ""
+            for p in self.paths:
+                h.update(f"{os.path.relpath(p, base) if base else os.path.basename(p)}:"
+                         f"{os.path.getsize(p)}\n".encode())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
 
 
 class ImageDataset(Dataset):
