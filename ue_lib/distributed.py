@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from datetime import timedelta
 from dataclasses import dataclass
 
 import torch
@@ -83,7 +84,8 @@ def context(device: str = "auto") -> DistContext:
         backend = "nccl" if resolve_device(device).type == "cuda" else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(ctx.local_rank)
-        dist.init_process_group(backend)
+        # the others wait while rank 0 evaluates (minutes on the big test sets): a long timeout
+        dist.init_process_group(backend, timeout=timedelta(hours=1))
     return ctx
 
 
