@@ -18,8 +18,8 @@ from . import benchmarks
 from . import folder as folder_module
 from .benchmarks import load_cars, load_cub, load_inshop, load_sop
 from .core import DataCorruptError, DataError, DataNotFoundError, Domain, Split, resolve_data_root
-from .files import ImageFiles
 from .fashion import load_fashion
+from .files import ImageFiles
 from .folder import load_folder
 from .glyphs import load_glyphs
 from .omniglot import load_omniglot
