@@ -97,3 +97,9 @@ def test_data_command_names_a_missing_root(tmp_path, capsys):
     status, _, err = ue_fast(capsys, "data", "fashion", "--root", tmp_path, "--no-download")
     assert status == 2 and "Data for domain 'fashion' not found" in err
     assert Path(tmp_path / "fashion-mnist").as_posix() in err
+
+
+def test_ue_train_names_an_unknown_part(capsys, tmp_path):
+    status, _, err = ue_fast(capsys, "train", "--profile", "smoke", "--out", tmp_path,
+                             "--parts", "teachers")
+    assert status == 2 and "unknown part(s) teachers; valid: specialists, naive, students" in err

@@ -35,6 +35,7 @@ def test_seed_lists_take_what_the_command_line_gives(value):
         list(value) if isinstance(value, (tuple, list))
         else [int(v) for v in value.strip("()").split(",")])
     assert prof.seed_list() == expected and isinstance(prof.seeds, str)
+    assert prof.seed_list(offset=10) == [10 + s for s in expected]
     with pytest.raises(ValueError, match="seeds must be comma-separated integers"):
         load_profile("smoke", overrides={"seeds": "zero"})
 

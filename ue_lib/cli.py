@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-PARTS = ("specialists", "naive", "students")  # as ue_lib.experiments.PARTS (not imported: fast --help)
-
 EPILOG = """examples:
   ue run --profile mini --out runs/mini
   ue run --profile smoke --out runs/smoke --only 02 03 -p temperature 0.1
@@ -44,9 +42,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .experiments import train_models
 
     try:
+        parts = {"parts": tuple(args.parts)} if args.parts else {}
         done = train_models(args.profile, args.out, seed=args.seed, domains=args.domains or "",
-                            overrides=_overrides(args.p), models_dir=args.models_dir or "",
-                            parts=tuple(args.parts))
+                            overrides=_overrides(args.p), models_dir=args.models_dir or "", **parts)
         if distributed.context().is_main:
             for name, seconds in done:
                 print(f"{name:32s} " + (f"trained in {seconds:.0f} s" if seconds else "found"))
@@ -103,32 +101,32 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_settings(parser: argparse.ArgumentParser, out_help: str) -> None:
+    """The options `ue run` and `ue train` share: which run, and its profile settings."""
+    parser.add_argument("--profile", default="mini", help="smoke | mini | paper (default: mini)")
+    parser.add_argument("--out", required=True, help=out_help)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--domains", default="", help="comma-separated domains (default: profile's)")
+    parser.add_argument("-p", nargs="+", action="append", metavar=("NAME", "VALUE"),
+                        help="override a profile setting, e.g. -p epochs_naive 30 (repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ue", description=__doc__, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="execute the notebooks in order with papermill")
-    r.add_argument("--profile", default="mini", help="smoke | mini | paper (default: mini)")
-    r.add_argument("--out", required=True, help="run folder (created; rerun to resume)")
-    r.add_argument("--seed", type=int, default=0)
+    _run_settings(r, "run folder (created; rerun to resume)")
     r.add_argument("--only", nargs="+", metavar="NB", help="notebook numbers or names, e.g. 01 03")
-    r.add_argument("--domains", default="", help="comma-separated domains (default: profile's)")
-    r.add_argument("-p", nargs="+", action="append", metavar=("NAME", "VALUE"),
-                   help="override a profile setting, e.g. -p epochs_naive 30 (repeatable)")
     r.set_defaults(func=_cmd_run)
 
     t = sub.add_parser("train", help="train the models notebooks 01-04 use (before `ue run`; "
                        "under torchrun on several GPUs)")
-    t.add_argument("--profile", default="mini", help="smoke | mini | paper (default: mini)")
-    t.add_argument("--out", required=True, help="run folder that `ue run` will use")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--domains", default="", help="comma-separated domains (default: profile's)")
-    t.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS,
-                   help="which models (default: all)")
+    _run_settings(t, "run folder that `ue run` will use")
+    t.add_argument("--parts", nargs="+", metavar="PART",
+                   help="which models: specialists naive students (default: all)")
     t.add_argument("--models-dir", default="", help="model folder (default: <out>/models)")
-    t.add_argument("-p", nargs="+", action="append", metavar=("NAME", "VALUE"),
-                   help="override a profile setting, as for `ue run` (repeatable)")
     t.set_defaults(func=_cmd_train)
 
     w = sub.add_parser("sweep", help="run one notebook over a parameter grid (x seeds)")

@@ -44,11 +44,11 @@ class DistContext:
         return self.rank == 0
 
     def device(self, name: str = "auto") -> torch.device:
-        """`name` resolved; on CUDA each process gets the GPU of its local rank."""
+        """`name` resolved; on CUDA each process gets the GPU of its local rank (made current by
+        :func:`context` when it joined the process group)."""
         device = resolve_device(name)
         if self.enabled and device.type == "cuda" and device.index is None:
             device = torch.device("cuda", self.local_rank)
-            torch.cuda.set_device(device)
         return device
 
     def broadcast(self, obj):

@@ -409,13 +409,14 @@ def embed(
     """
     from torch.utils.data import DataLoader
 
+    from .data.files import is_file_backed
     from .device import autocast, to_input
 
     if device is None:
         first = next(model.parameters(), None)
         device = first.device if first is not None else torch.device("cpu")
     device = torch.device(device)
-    if hasattr(images, "dataset"):  # file-backed: decode in DataLoader workers
+    if is_file_backed(images):  # decode in DataLoader workers
         batches = DataLoader(images.dataset(train=False), batch_size=batch_size,
                              num_workers=images.num_workers, pin_memory=device.type == "cuda")
     else:

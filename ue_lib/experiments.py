@@ -168,7 +168,7 @@ def train_models(profile: str, out_dir: str | Path, seed: int = 0, domains: str 
     prof = load_profile(profile, domains or None, overrides)
     exp = Experiment(prof, Path(out_dir), "train", seed, progress,
                      Path(models_dir) if models_dir else None)
-    seeds = [seed + s for s in prof.seed_list()]
+    seeds = prof.seed_list(offset=seed)
     done = []
     for s in seeds:
         if "specialists" in parts:

@@ -100,12 +100,14 @@ class Profile(Validated):
     def methods(self, which: str = "distill_methods") -> list[str]:
         return [m.strip() for m in getattr(self, which).split(",") if m.strip()]
 
-    def seed_list(self, which: str = "seeds") -> list[int]:
+    def seed_list(self, which: str = "seeds", offset: int = 0) -> list[int]:
+        """The seeds of `which` ("seeds" or "ablation_seeds"), each plus `offset` (a run's base
+        seed: `ue run --seed 10` repeats notebook 04 over seeds 10, 11, 12)."""
         value = getattr(self, which)
         # "0,1", 0, (0, 1), or "(0, 1)" as a tuple reaches a notebook through papermill
         items = value if isinstance(value, (tuple, list)) else str(value).strip("()[] ").split(",")
         try:
-            return [int(s) for s in items if str(s).strip()]
+            return [offset + int(s) for s in items if str(s).strip()]
         except ValueError as exc:
             raise ValueError(f"Profile.{which} must be comma-separated integers, got "
                              f"{value!r}") from exc

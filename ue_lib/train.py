@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from . import distributed
 from .config import ModelConfig, OptimConfig, TrainConfig
 from .data import Domain
+from .data.files import is_file_backed as _file_backed
 from .device import autocast, memory_format, resolve_device, to_input
 from .evaluate import embed, split_metrics
 from .losses import make_distillation_loss, make_metric_loss
@@ -94,10 +95,6 @@ def _content(images) -> int | str:
     if _file_backed(images):
         return images.fingerprint()
     return int(images[:, :, ::7, ::7].sum())
-
-
-def _file_backed(images) -> bool:
-    return hasattr(images, "dataset")
 
 
 class _TrainImages(Dataset):

@@ -125,6 +125,11 @@ class ImageFiles:
         return self._fingerprint
 
 
+def is_file_backed(images) -> bool:
+    """Whether a split's `images` are :class:`ImageFiles` rather than an in-memory array."""
+    return isinstance(images, ImageFiles)
+
+
 class ImageDataset(Dataset):
     """Item i of an :class:`ImageFiles`, decoded and transformed: a uint8 tensor (C, S, S)."""
 
@@ -146,4 +151,5 @@ def check_files_exist(paths: np.ndarray, name: str) -> None:
                                 f"in the index are missing, e.g. {missing[0]}")
 
 
-__all__ = ["ImageFiles", "ImageDataset", "train_transform", "eval_transform", "check_files_exist"]
+__all__ = ["ImageFiles", "ImageDataset", "train_transform", "eval_transform", "check_files_exist",
+           "is_file_backed"]
