@@ -38,7 +38,8 @@ def test_unknown_profile(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["-p", "tempreature", "0.1"], "unknown parameter(s) tempreature"),
     (["-p", "epochs_naive", "many"], "epochs_naive must be <class 'int'>, got 'many'"),
-    (["-p", "temperature", "-1"], "temperature must be"),
+    (["-p", "kl.temperature", "-1"], "temperature must be"),
+    (["-p", "temperature", "0.1"], "unknown parameter(s) temperature"),
     (["--only", "07"], "--only: no notebook matches 07"),
     (["--domains", "omniglot,birds"], "unknown domain 'birds'"),
 ])

@@ -14,8 +14,9 @@ from conftest import REPO
 from helpers import write_benchmarks
 from test_cli import ue
 
-from ue_lib.experiments import train_models
 from ue_lib.profiles import parse_value
+from ue_lib.runfolder import train_models
+from ue_lib.spec import RunSpec
 
 # the paper profile shrunk to seconds: tiny images, a small CNN, no pretrained weights
 SHRINK = {"image_size": 16, "backbone": "small_cnn", "weights": "None", "frozen_bn": "False",
@@ -53,8 +54,9 @@ def test_torchrun_trains_every_mode_on_two_processes_and_writes_once(tmp_path, m
         assert history.value.notna().all() and len(history) > 0
     # a single process (a notebook, `ue run`) finds them all finished: nothing is retrained
     monkeypatch.setenv("UE_DATA", str(root))
-    again = train_models("paper", out, domains="cub,inshop", progress=False,
-                         overrides={k: parse_value(str(v)) for k, v in settings.items()})
+    spec = RunSpec("paper", str(out), domains="cub,inshop",
+                   overrides={k: parse_value(str(v)) for k, v in settings.items()})
+    again = train_models(spec, progress=False)
     assert len(again) == 4 and all(seconds == 0 for _, seconds in again)
 
 
@@ -63,7 +65,7 @@ def test_ue_run_paper_profile_end_to_end_on_fixtures(tmp_path):
     root = write_benchmarks(tmp_path / "data")
     out = tmp_path / "paper"
     r = ue("run", "--profile", "paper", "--out", out,
-           *_p({**SHRINK, "seeds": "0,1", "ablation_grid": "{'temperature': [0.1]}"}),
+           *_p({**SHRINK, "seeds": "0,1", "ablation_grid": "{'kl.temperature': [0.1]}"}),
            env={"UE_DATA": str(root)}, timeout=3000)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     results = pd.read_csv(out / "results.csv")

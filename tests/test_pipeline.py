@@ -9,16 +9,20 @@ import torch
 from helpers import class_color, write_benchmarks
 from PIL import Image
 
-from ue_lib.config import ModelConfig, TrainConfig
+from ue_lib.config import ModelSettings
 from ue_lib.data import DataCorruptError, DataNotFoundError, ImageFiles, load_domain
-from ue_lib.data.files import eval_transform, train_transform
+from ue_lib.data.transforms import eval_transform, train_transform
 from ue_lib.device import amp_dtype, autocast
 from ue_lib.evaluate import embed
 from ue_lib.models import build_model
+from ue_lib.objectives import Distillation, NaiveFusion, Specialist
+from ue_lib.profiles import Profile
 from ue_lib.samplers import MultiDomainBatchSampler
-from ue_lib.train import train
+from ue_lib.train import TrainJob, train
 
 SIZE = 16
+RGB = Profile(channels=3, width=4, embedding_dim=8, p=4, k=2, epochs_specialist=1, epochs_naive=1,
+              epochs_distill=1)
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +106,7 @@ def test_lazy_loading_names_missing_and_corrupt_files(tmp_path):
     d = load_domain("sop", root=root, image_size=SIZE, channels=3, lazy=True, num_workers=1)
     split = next(sp for sp in d.splits.values() if str(first) in set(sp.paths))
     with pytest.raises(DataCorruptError, match=first.name):  # raised in a DataLoader worker
-        embed(build_model(ModelConfig(in_channels=3, width=4, embedding_dim=8)), split.images)
+        embed(build_model(ModelSettings.part_of(RGB)), split.images)
     first.unlink()
     with pytest.raises(DataNotFoundError, match=f"missing, e.g. .*{first.name}"):
         load_domain("sop", root=root, image_size=SIZE, channels=3, lazy=True)
@@ -110,7 +114,7 @@ def test_lazy_loading_names_missing_and_corrupt_files(tmp_path):
 
 def test_embedding_files_with_workers_equals_embedding_their_pixels(bench_root):
     d = load_domain("cars", root=bench_root, image_size=SIZE, channels=3, lazy=True, num_workers=2)
-    model = build_model(ModelConfig(in_channels=3, width=4, embedding_dim=8))
+    model = build_model(ModelSettings.part_of(RGB))
     files = d.test.images
     np.testing.assert_allclose(embed(model, files, batch_size=7), embed(model, files[:]),
                                atol=1e-6)
@@ -121,24 +125,24 @@ def _lazy_domains(root, workers: int):
                            num_workers=workers) for n in ("cub", "inshop")}
 
 
+def _run(domains, objective, seed=0):
+    return train(TrainJob(domains, objective, seed), progress=False)
+
+
 def test_training_on_files_is_reproducible_with_workers(bench_root):
-    cfg = TrainConfig(mode="naive", epochs=2, p=4, k=2, augment=True, seed=3)
-    mcfg = ModelConfig(in_channels=3, width=4, embedding_dim=8)
-    a = train(_lazy_domains(bench_root, 2), cfg, mcfg, progress=False)
-    b = train(_lazy_domains(bench_root, 2), cfg, mcfg, progress=False)
+    prof = RGB.replace(epochs_naive=2, augment=True)
+    a = _run(_lazy_domains(bench_root, 2), NaiveFusion(prof), seed=3)
+    b = _run(_lazy_domains(bench_root, 2), NaiveFusion(prof), seed=3)
     assert a.history.equals(b.history) and set(a.final.domain) == {"cub", "inshop"}
-    c = train(_lazy_domains(bench_root, 2), cfg.replace(seed=4), mcfg, progress=False)
+    c = _run(_lazy_domains(bench_root, 2), NaiveFusion(prof), seed=4)
     assert not a.history.equals(c.history)
 
 
 def test_distilling_on_files_embeds_teachers_per_batch(bench_root):
     doms = _lazy_domains(bench_root, 0)
-    mcfg = ModelConfig(in_channels=3, width=4, embedding_dim=8)
-    teachers = {n: train({n: d}, TrainConfig(epochs=1, p=4, k=2), mcfg, progress=False).model
-                for n, d in doms.items()}
+    teachers = {n: _run({n: d}, Specialist(RGB)).model for n, d in doms.items()}
     for augment in (True, False):  # random crops: teachers embed each batch; else cached
-        res = train(doms, TrainConfig(mode="distill", epochs=1, p=4, k=2, augment=augment),
-                    mcfg, teachers=teachers, progress=False)
+        res = _run(doms, Distillation(RGB.replace(augment=augment), "kl", teachers))
         assert np.isfinite(res.history.value).all()
 
 
@@ -151,8 +155,7 @@ def test_bf16_autocast_path_runs_on_cpu(bench_root):
     with autocast("bf16", cpu):
         assert torch.get_autocast_dtype("cpu") == torch.bfloat16
     doms = _lazy_domains(bench_root, 0)
-    res = train(doms, TrainConfig(mode="naive", epochs=1, p=4, k=2, amp="bf16"),
-                ModelConfig(in_channels=3, width=4, embedding_dim=8), progress=False)
+    res = _run(doms, NaiveFusion(RGB.replace(amp="bf16")))
     x = embed(res.model, doms["cub"].test.images, amp="bf16")
     assert x.dtype == np.float32 and np.isfinite(x).all()
     full = embed(res.model, doms["cub"].test.images, amp="off")

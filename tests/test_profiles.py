@@ -2,11 +2,12 @@
 
 import pytest
 
-from ue_lib.profiles import PROFILES, load_profile
+from ue_lib.config import ModelSettings
+from ue_lib.profiles import NAMED, load_profile
 
 
 def test_every_profile_is_valid():
-    for name in PROFILES:
+    for name in NAMED:
         load_profile(name).check()
 
 
@@ -17,15 +18,16 @@ def test_unknown_and_ill_typed_overrides_are_named():
         load_profile("smoke", overrides={"epochs_naive": "many"})
 
 
-@pytest.mark.parametrize("change", [{"temperature": 0.5}, {"neighbors": 4},
-                                    {"metric_weight": 0.3}, {"domain_schedule": "dynamic"}])
-def test_distillation_settings_reach_only_the_students(change):
-    """A sweep over a distillation knob reuses the specialists and the naive model: their
-    settings (and so the folders they are kept in) do not name the knob."""
-    base, changed = load_profile("mini"), load_profile("mini", overrides=change)
-    for mode in ("specialist", "naive"):
-        assert base.train_config(mode, 0).to_dict() == changed.train_config(mode, 0).to_dict()
-    assert base.train_config("distill", 0).to_dict() != changed.train_config("distill", 0).to_dict()
+def test_loss_parameters_are_keyed_by_loss_and_default_to_the_losses_own():
+    prof = load_profile("smoke", overrides={"kl.temperature": 0.1})
+    assert prof.loss("kl") == {"temperature": 0.1, "neighbors": None, "direction": "teacher_student"}
+    assert prof.loss("multi_similarity") == {"alpha": 2.0, "beta": 50.0, "base": 0.5, "margin": 0.1}
+    with pytest.raises(ValueError, match="loss 'kl' takes temperature, neighbors, direction"):
+        load_profile("smoke", overrides={"kl.tau": 0.1})
+    with pytest.raises(ValueError, match="temperature must be a finite float > 0"):
+        load_profile("smoke", overrides={"kl.temperature": -1})
+    with pytest.raises(ValueError, match="unknown parameter.* nope.x"):
+        load_profile("smoke", overrides={"nope.x": 1})
 
 
 @pytest.mark.parametrize("value", [0, "0", (0, 1), [2], "0,1", "(0, 1)"])
@@ -40,15 +42,15 @@ def test_seed_lists_take_what_the_command_line_gives(value):
         load_profile("smoke", overrides={"seeds": "zero"})
 
 
-def test_paper_profile_settings_reach_the_configs():
+def test_paper_profile_settings_reach_the_model():
     prof = load_profile("paper")
-    model, optim, cfg = prof.model_config(), prof.optim_config(), prof.train_config("naive")
-    assert (model.backbone, model.pretrained, model.frozen_bn, model.in_channels) == \
+    model = ModelSettings.part_of(prof)
+    assert (model.backbone, model.weights, model.frozen_bn, model.channels) == \
         ("resnet50", "imagenet", True, 3)
-    assert (optim.name, optim.lr_schedule) == ("adamw", "cosine")
-    assert cfg.amp == "auto" and cfg.augment and prof.p % 8 == 0  # shards over 2, 4 or 8 GPUs
-    assert prof.data_kwargs(0)["lazy"] and prof.data_kwargs(0)["image_size"] == 224
+    assert (prof.optimizer, prof.lr_schedule) == ("adamw", "cosine")
+    assert prof.amp == "auto" and prof.augment and prof.p % 8 == 0  # shards over 2, 4 or 8 GPUs
+    assert prof.data_kwargs("cub", 0)["lazy"] and prof.data_kwargs("cub", 0)["image_size"] == 224
     local = load_profile("paper", overrides={"weights": "/models/resnet50.pth"})
-    assert local.model_config().pretrained == "/models/resnet50.pth"
+    assert ModelSettings.part_of(local).weights == "/models/resnet50.pth"
     with pytest.raises(ValueError, match="num_workers must be >= 0"):
         load_profile("paper", overrides={"num_workers": -1})

@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ue_lib.config import TrainConfig
 from ue_lib.data import load_domains
 from ue_lib.evaluate import retrieval_metrics
 from ue_lib.losses import DISTILLATION_LOSSES
-from ue_lib.train import train
+from ue_lib.objectives import Distillation, NaiveFusion, Specialist
+from ue_lib.profiles import Profile
+from ue_lib.train import TrainJob, train
 
 pytestmark = pytest.mark.slow
 EPOCHS = 4
@@ -33,16 +34,16 @@ def test_every_mode_on_the_mini_suite(data_root):
         flat = d.test.images.reshape(len(d.test), -1).astype(np.float32)
         rows.append({"model": "raw pixels", "method": "-", "domain": name,
                      "recall@1": retrieval_metrics(flat - flat.mean(0), d.test.labels)["recall@1"]})
+    prof = Profile(epochs_specialist=EPOCHS, epochs_naive=EPOCHS, epochs_distill=EPOCHS)
     teachers = {}
     for name, d in domains.items():
-        res = train({name: d}, TrainConfig(mode="specialist", epochs=EPOCHS), progress=False)
+        res = train(TrainJob({name: d}, Specialist(prof)), progress=False)
         teachers[name] = res.model
         record("specialist", "multi_similarity", res)
-    record("naive", "multi_similarity",
-           train(domains, TrainConfig(mode="naive", epochs=EPOCHS), progress=False))
+    record("naive", "multi_similarity", train(TrainJob(domains, NaiveFusion(prof)), progress=False))
     for loss in DISTILLATION_LOSSES:
-        cfg = TrainConfig(mode="distill", distill_loss=loss, epochs=EPOCHS)
-        record("distill", loss, train(domains, cfg, teachers=teachers, progress=False))
+        record("distill", loss, train(TrainJob(domains, Distillation(prof, loss, teachers)),
+                                      progress=False))
     table = pd.DataFrame(rows).pivot_table(index=["model", "method"], columns="domain",
                                            values="recall@1", sort=False)
     print(f"\ntest Recall@1 at the selected epoch ({EPOCHS} epochs, seed 0)\n"

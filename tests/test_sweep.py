@@ -46,7 +46,7 @@ def test_bad_sweep_parameters_stop_before_anything_runs(tmp_path, capsys):
     assert not (tmp_path / "sweep.csv").exists()
 
 
-SWEEP = ["sweep", NB03, "--profile", "smoke", "-p", "temperature", "0.05", "0.5",
+SWEEP = ["sweep", NB03, "--profile", "smoke", "-p", "kl.temperature", "0.05", "0.5",
          "-p", "distill_methods", "kl", "--seeds", "0"]
 
 
@@ -62,14 +62,14 @@ def test_sweep_table_and_summary(finished_sweep):
     out, stdout = finished_sweep
     assert "[2/2]" in stdout and "left" in stdout
     table = pd.read_csv(out / "sweep.csv")
-    assert {"temperature", "distill_methods", "notebook", "model", "method", "domain", "metric",
+    assert {"kl.temperature", "distill_methods", "notebook", "model", "method", "domain", "metric",
             "value", "seed"} <= set(table.columns)
-    assert sorted(table.temperature.unique()) == [0.05, 0.5]
+    assert sorted(table["kl.temperature"].unique()) == [0.05, 0.5]
     kl = table[(table.method == "kl") & (table.metric == "recall@1")
                & ~table.domain.str.startswith("merged:")]
     assert len(kl) == 2 * 4  # two points x (three domains + the merged index)
     assert (out / "summary.html").read_text().count("<img") == 4
-    assert (out / "points" / "temperature=0.05,distill_methods=kl,seed=0" / "results.csv").is_file()
+    assert (out / "points" / "kl.temperature=0.05,distill_methods=kl,seed=0" / "results.csv").is_file()
 
 
 def test_sweep_resume_does_not_rerun_finished_points(finished_sweep, tmp_path):
@@ -86,7 +86,7 @@ def test_killed_sweep_resumes_to_the_same_table(finished_sweep, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "ue_lib.cli", *map(str, SWEEP), "--out",
                              str(killed)], cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    first = killed / "points" / "temperature=0.05,distill_methods=kl,seed=0" / ".point.done"
+    first = killed / "points" / "kl.temperature=0.05,distill_methods=kl,seed=0" / ".point.done"
     deadline = time.time() + 600
     while not first.exists() and time.time() < deadline:
         time.sleep(0.2)
@@ -94,34 +94,34 @@ def test_killed_sweep_resumes_to_the_same_table(finished_sweep, tmp_path):
     proc.wait()
     r = ue(*SWEEP, "--out", killed, timeout=900)
     assert r.returncode == 0
-    assert "temperature=0.05,distill_methods=kl,seed=0: already done, skipped" in r.stdout
+    assert "kl.temperature=0.05,distill_methods=kl,seed=0: already done, skipped" in r.stdout
     pd.testing.assert_frame_equal(pd.read_csv(killed / "sweep.csv"), pd.read_csv(out / "sweep.csv"))
 
 
 def test_a_failing_point_is_recorded_and_the_rest_run(tmp_path, data_root):
     # direction 'sideways' is refused by the loss: that point fails, the other runs
     r = ue("sweep", NB03, "--profile", "smoke", "--out", tmp_path, "--seeds", "0",
-           "-p", "distill_methods", "kl", "-p", "neighbors", "None", "-1", timeout=900)
+           "-p", "distill_methods", "kl", "-p", "kl.neighbors", "None", "-1", timeout=900)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "1 of 2 points failed" in r.stderr
     failures = pd.read_csv(tmp_path / "failures.csv")
-    assert failures.neighbors.tolist() == [-1] and "neighbors" in failures.error[0]
+    assert failures["kl.neighbors"].tolist() == [-1] and "neighbors" in failures.error[0]
     table = pd.read_csv(tmp_path / "sweep.csv")
-    assert table.neighbors.isna().all() and not table.empty
-    assert json.loads((tmp_path / "sweep.json").read_text())["params"]["neighbors"] == [None, -1]
+    assert table["kl.neighbors"].isna().all() and not table.empty
+    assert json.loads((tmp_path / "sweep.json").read_text())["params"]["kl.neighbors"] == [None, -1]
 
 
 @pytest.mark.slow
 def test_temperature_sweep_of_the_issue(tmp_path, data_root):
     """The sweep of the ablation issue, on the smoke profile: 4 temperatures x 2 seeds."""
-    r = ue("sweep", NB03, "--out", tmp_path, "--profile", "smoke", "-p", "temperature", "0.02",
+    r = ue("sweep", NB03, "--out", tmp_path, "--profile", "smoke", "-p", "kl.temperature", "0.02",
            "0.05", "0.1", "0.5", "--seeds", "0", "1", timeout=1800)
     assert r.returncode == 0, r.stdout + r.stderr
     table = pd.read_csv(tmp_path / "sweep.csv")
     kl = table[(table.method == "kl") & (table.metric == "recall@1")
                & ~table.domain.str.startswith("merged")]
     assert len(kl) == 4 * 2 * 3  # temperatures x seeds x domains
-    assert kl.groupby("temperature").seed.nunique().eq(2).all()
+    assert kl.groupby("kl.temperature").seed.nunique().eq(2).all()
     assert kl.value.between(0, 1).all()
     others = table[(table.method == "distance_mse") & (table.metric == "recall@1")]
     # losses without a temperature are trained once per seed and reused by every point

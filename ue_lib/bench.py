@@ -136,18 +136,20 @@ def _images_per_second(step: Callable[[int], None], batches: int, batch_size: in
 def bench_train(args: argparse.Namespace) -> None:
     """Training throughput of the small CNN: real data pipeline vs model alone, and one
     distillation epoch (cached teachers) vs one plain metric-learning epoch on the same data."""
-    from ue_lib.config import ModelConfig, TrainConfig
+    from ue_lib.config import ModelSettings
     from ue_lib.data import load_domains
     from ue_lib.losses import make_metric_loss
     from ue_lib.models import build_model
+    from ue_lib.objectives import Distillation, NaiveFusion
+    from ue_lib.profiles import Profile
     from ue_lib.samplers import MultiDomainBatchSampler
-    from ue_lib.train import train
+    from ue_lib.train import TrainJob, train
 
     domains = load_domains("mini", per_domain={"fashion": {"max_per_class": args.fashion_per_class}})
     print(f"torch threads={torch.get_num_threads()}; train images: "
           + ", ".join(f"{n} {len(d.train)}" for n, d in domains.items()))
-    cfg = TrainConfig(p=16, k=4)
-    model = build_model(ModelConfig(), seed=0)
+    cfg = Profile(p=16, k=4, epochs_naive=args.epochs, epochs_distill=args.epochs, eval_every=10_000)
+    model = build_model(ModelSettings.part_of(cfg), seed=0)
     loss_fn = make_metric_loss("multi_similarity")
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
@@ -179,17 +181,15 @@ def bench_train(args: argparse.Namespace) -> None:
     print(f"  pipeline cost                      : {100 * (alone / piped - 1):8.1f} % (goal <= 15 %)")
 
     # epoch timing: epoch 2 of a 3-epoch run (evaluation only after the last epoch)
-    def epoch_seconds(mode: str, teachers=None) -> float:
+    def epoch_seconds(objective) -> float:
         ends: list[float] = []
-        run_cfg = TrainConfig(mode=mode, epochs=args.epochs, eval_every=10_000,
-                              eval_splits=("val",))
-        train(domains, run_cfg, teachers=teachers, progress=False,
+        train(TrainJob(domains, objective), progress=False,
               on_epoch_end=lambda e, h: ends.append(time.perf_counter()))
         return float(np.median(np.diff(ends[:-1]))) if len(ends) > 2 else ends[1] - ends[0]
 
-    teachers = {n: build_model(ModelConfig(), seed=i) for i, n in enumerate(domains)}
-    metric_epoch = epoch_seconds("naive")
-    distill_epoch = epoch_seconds("distill", teachers)
+    teachers = {n: build_model(ModelSettings.part_of(cfg), seed=i) for i, n in enumerate(domains)}
+    metric_epoch = epoch_seconds(NaiveFusion(cfg))
+    distill_epoch = epoch_seconds(Distillation(cfg, "kl", teachers))
     print(f"\none epoch, same data and schedule ({len(sampler)} batches)")
     print(f"  metric learning (naive, multi-similarity) : {metric_epoch:6.2f} s")
     print(f"  distillation (KL, cached teachers)        : {distill_epoch:6.2f} s")

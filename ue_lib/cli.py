@@ -7,11 +7,11 @@ import sys
 
 EPILOG = """examples:
   ue run --profile mini --out runs/mini
-  ue run --profile smoke --out runs/smoke --only 02 03 -p temperature 0.1
+  ue run --profile smoke --out runs/smoke --only 02 03 -p kl.temperature 0.1
   ue check runs/smoke --baseline tests/baselines/smoke.json
   torchrun --nproc_per_node 4 -m ue_lib.cli train --profile paper --out runs/paper
   ue sweep notebooks/03_absolute_vs_distribution_distillation.ipynb --out runs/tau \\
-      -p temperature 0.02 0.05 0.1 --seeds 0 1
+      -p kl.temperature 0.02 0.05 0.1 --seeds 0 1
   ue data mini
 """
 
@@ -29,22 +29,29 @@ def _overrides(pairs: list[list[str]] | None) -> dict:
     return out
 
 
+def _spec(args: argparse.Namespace, out: str | None = None, models_dir: str = ""):
+    """The run specification of `ue run` / `ue train` / `ue sweep` (validated here, once)."""
+    from .spec import RunSpec
+
+    return RunSpec(profile=args.profile, out_dir=str(out or args.out), seed=getattr(args, "seed", 0),
+                   domains=args.domains or "", overrides=_overrides(getattr(args, "p", None)),
+                   models_dir=models_dir)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from .runner import run
 
-    run(args.profile, args.out, seed=args.seed, only=args.only, overrides=_overrides(args.p),
-        domains=args.domains or "")
+    run(_spec(args), only=args.only)
     return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from . import distributed
-    from .experiments import train_models
+    from .runfolder import train_models
 
     try:
         parts = {"parts": tuple(args.parts)} if args.parts else {}
-        done = train_models(args.profile, args.out, seed=args.seed, domains=args.domains or "",
-                            overrides=_overrides(args.p), models_dir=args.models_dir or "", **parts)
+        done = train_models(_spec(args, models_dir=args.models_dir or ""), **parts)
         if distributed.context().is_main:
             for name, seconds in done:
                 print(f"{name:32s} " + (f"trained in {seconds:.0f} s" if seconds else "found"))
@@ -55,6 +62,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from .profiles import parse_value
+    from .spec import RunSpec
     from .sweep import expand_grid, sweep
 
     params = {}
@@ -63,9 +71,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             raise ValueError(f"-p {name}: give at least one value")
         params[name] = [parse_value(v) for v in values]
     total = len(expand_grid(params, args.seeds))
-    table, failures = sweep(args.notebook, args.out, params, seeds=args.seeds,
-                            profile=args.profile, domains=args.domains or "",
-                            models_dir=args.models_dir or None)
+    base = RunSpec(profile=args.profile, out_dir=args.out, domains=args.domains or "",
+                   models_dir=args.models_dir or "")
+    table, failures = sweep(args.notebook, args.out, params, seeds=args.seeds, base=base)
     print(f"sweep table: {args.out}/sweep.csv ({len(table)} rows); plots: {args.out}/summary.html")
     if len(failures):
         print(f"ue sweep: {len(failures)} of {total} points failed; see {args.out}/failures.csv",
@@ -108,7 +116,8 @@ def _run_settings(parser: argparse.ArgumentParser, out_help: str) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--domains", default="", help="comma-separated domains (default: profile's)")
     parser.add_argument("-p", nargs="+", action="append", metavar=("NAME", "VALUE"),
-                        help="override a profile setting, e.g. -p epochs_naive 30 (repeatable)")
+                        help="override a profile setting, e.g. -p epochs_naive 30 or "
+                             "-p kl.temperature 0.1 (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--seeds", nargs="+", type=int, default=[0])
     w.add_argument("--domains", default="", help="comma-separated domains (default: profile's)")
     w.add_argument("-p", nargs="+", action="append", required=True, metavar=("NAME", "VALUE"),
-                   help="a swept setting and its values, e.g. -p temperature 0.02 0.05 0.1")
+                   help="a swept setting and its values, e.g. -p kl.temperature 0.02 0.05 0.1")
     w.add_argument("--models-dir", default="",
                    help="reuse and keep models here (default: <out>/models), e.g. runs/mini/models")
     w.set_defaults(func=_cmd_sweep)

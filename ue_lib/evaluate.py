@@ -462,19 +462,18 @@ def evaluate_domains(
     split: str = "test",
     ks: Sequence[int] = (1, 2, 4, 8),
     batch_size: int = 512,
+    amp: str = "auto",
 ) -> dict[str, dict[str, float]]:
     """Per-domain metrics of ``model`` on ``getattr(domain, split)`` (:func:`split_metrics`:
-    query/gallery for a set with an ``is_query`` mask, else leave-one-out).
+    query/gallery for a set with an ``is_query`` mask, else leave-one-out). The one place where
+    a model is embedded and scored per domain (training curves, final numbers, notebooks).
 
     ``domains`` maps a name to an object with ``.train``, ``.val`` and ``.test`` sets, each having
     ``.images`` (uint8 N×C×H×W), ``.labels`` (int array) and optionally ``.is_query``.
     """
-    results = {}
-    for name, domain in domains.items():
-        data = _split(domain, split)
-        emb = embed(model, data.images, batch_size=batch_size)
-        results[name] = split_metrics(emb, data, ks)
-    return results
+    return {name: split_metrics(embed(model, _split(d, split).images, batch_size, amp=amp),
+                                _split(d, split), ks)
+            for name, d in domains.items()}
 
 
 def evaluate_merged(
@@ -483,13 +482,12 @@ def evaluate_merged(
     split: str = "test",
     ks: Sequence[int] = (1, 2, 4, 8),
     batch_size: int = 512,
+    amp: str = "auto",
 ) -> dict[str, dict[str, float]]:
     """:func:`merged_retrieval_metrics` of ``model`` over all ``domains`` (see
     :func:`evaluate_domains` for the expected objects). The merged evaluation is leave-one-out
     over all items: a set's ``is_query`` mask is not used here."""
-    embeddings, labels = {}, {}
-    for name, domain in domains.items():
-        data = _split(domain, split)
-        embeddings[name] = embed(model, data.images, batch_size=batch_size)
-        labels[name] = data.labels
-    return merged_retrieval_metrics(embeddings, labels, ks)
+    embeddings = {n: embed(model, _split(d, split).images, batch_size, amp=amp)
+                  for n, d in domains.items()}
+    return merged_retrieval_metrics(embeddings, {n: _split(d, split).labels
+                                                 for n, d in domains.items()}, ks)

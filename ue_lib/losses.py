@@ -18,6 +18,7 @@ Embeddings are L2-normalised inside every loss. NaN detection is left to the tra
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +40,8 @@ __all__ = [
     "RKDAngleLoss",
     "RKDDistanceLoss",
     "TripletLoss",
+    "check_loss_params",
+    "loss_defaults",
     "make_distillation_loss",
     "make_metric_loss",
     "squared_distances",
@@ -138,6 +141,15 @@ class DistributionDistillationLoss(nn.Module):
                              f"got {direction!r}")
         self.neighbors, self.direction = neighbors, direction
 
+    def _log_softmax(self, d: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(-d / self.temperature, dim=1)
+
+    def distributions(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """(B, B-1): row i is ``softmax_j(-d(i, j) / tau)`` over the candidates ``j != i`` in
+        their batch order (before any neighbour restriction) -- the ``p`` (teacher) or ``q``
+        (student) that this loss compares."""
+        return self._log_softmax(_off_diagonal(squared_distances(embeddings))).exp()
+
     def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         _check_pair(student, teacher)
         d_t = _off_diagonal(squared_distances(teacher.detach()))
@@ -146,8 +158,7 @@ class DistributionDistillationLoss(nn.Module):
             k = min(self.neighbors, d_t.shape[1])
             idx = torch.sort(d_t, dim=1, stable=True).indices[:, :k]
             d_t, d_s = d_t.gather(1, idx), d_s.gather(1, idx)
-        log_p = F.log_softmax(-d_t / self.temperature, dim=1)
-        log_q = F.log_softmax(-d_s / self.temperature, dim=1)
+        log_p, log_q = self._log_softmax(d_t), self._log_softmax(d_s)
 
         def kl(log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
             return (log_a.exp() * (log_a - log_b)).sum(dim=1).mean()
@@ -488,3 +499,42 @@ def make_distillation_loss(name: str, student_dim: int | None = None,
         return EmbeddingDistillationLoss(student_dim=student_dim, teacher_dim=teacher_dim,
                                          **kwargs)
     return DISTILLATION_LOSSES[name](**kwargs)
+
+
+# Arguments the training loop supplies itself (from the model and the data), not settings.
+SUPPLIED = frozenset({"student_dim", "teacher_dim", "num_classes", "embedding_dim", "seed"})
+
+
+def loss_defaults() -> dict[str, dict[str, Any]]:
+    """Every loss's settable parameters and their defaults, read from the constructors:
+    ``{"kl": {"temperature": 0.05, "neighbors": None, "direction": "teacher_student"}, …}``.
+    This is where a profile's `loss_params` get their defaults."""
+    out = {}
+    for name, cls in {**METRIC_LOSSES, **DISTILLATION_LOSSES}.items():
+        bound = cls.keywords if isinstance(cls, functools.partial) else {}
+        out[name] = {p.name: p.default for p in inspect.signature(cls).parameters.values()
+                     if p.name not in SUPPLIED and p.name not in bound
+                     and p.default is not inspect.Parameter.empty}
+    return out
+
+
+def check_loss_params(params: dict[str, dict[str, Any]]) -> None:
+    """Raise ValueError naming the loss and parameter when `params` (a profile's `loss_params`)
+    names an unknown loss or parameter, or a value the loss refuses."""
+    known = loss_defaults()
+    for name, values in params.items():
+        if name not in known:
+            raise ValueError(f"loss_params: unknown loss {name!r}; valid: {', '.join(known)}")
+        if not isinstance(values, dict):
+            raise ValueError(f"loss_params[{name!r}] must be a dict of parameters, got {values!r}")
+        unknown = sorted(set(values) - set(known[name]))
+        if unknown:
+            raise ValueError(f"loss {name!r} has no parameter(s) {', '.join(unknown)}; it takes "
+                             f"{', '.join(known[name]) or 'none'}")
+        try:
+            if name in METRIC_LOSSES:
+                make_metric_loss(name, num_classes=2, embedding_dim=2, **values)
+            else:
+                make_distillation_loss(name, **values)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"settings of loss {name!r}: {exc}") from exc

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ModelConfig
+from .config import ModelSettings
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -64,7 +64,7 @@ def freeze_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
-def _torchvision_backbone(cfg: ModelConfig) -> tuple[nn.Module, int]:
+def _torchvision_backbone(cfg: ModelSettings) -> tuple[nn.Module, int]:
     import torchvision.models as tvm
 
     builder, weights_enum = {
@@ -73,7 +73,7 @@ def _torchvision_backbone(cfg: ModelConfig) -> tuple[nn.Module, int]:
         "googlenet": (tvm.googlenet, tvm.GoogLeNet_Weights),
     }[cfg.backbone]
     extra = {"aux_logits": False, "init_weights": True} if cfg.backbone == "googlenet" else {}
-    if cfg.pretrained == "imagenet":
+    if cfg.weights == "imagenet":
         try:
             if cfg.backbone == "googlenet":
                 extra = {"aux_logits": False}
@@ -82,11 +82,11 @@ def _torchvision_backbone(cfg: ModelConfig) -> tuple[nn.Module, int]:
             raise RuntimeError(
                 f"could not get ImageNet weights for {cfg.backbone} ({exc}). Without internet, "
                 f"download {weights_enum.DEFAULT.url} elsewhere and pass its path as "
-                f"`-p weights /path/to/file.pth` (ModelConfig(pretrained=...) in code)") from exc
+                f"`-p weights /path/to/file.pth`") from exc
     else:
         net = builder(weights=None, **extra)
-        if cfg.pretrained:
-            path = Path(cfg.pretrained).expanduser()
+        if cfg.weights:
+            path = Path(cfg.weights).expanduser()
             if not path.is_file():
                 raise FileNotFoundError(f"pretrained weights file not found: {path}")
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -122,19 +122,20 @@ class EmbeddingNet(nn.Module):
         return F.normalize(self.head(self.backbone(x)), dim=1)
 
 
-def build_model(cfg: ModelConfig, seed: int = 0) -> EmbeddingNet:
-    """Build the network of `cfg`; random initialisation is seeded by `seed`."""
+def build_model(cfg: ModelSettings, seed: int = 0) -> EmbeddingNet:
+    """Build the network of `cfg` (`ModelSettings.part_of(profile)`); random initialisation is
+    seeded by `seed`."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if cfg.backbone == "small_cnn":
-            if cfg.pretrained:
-                raise ValueError("small_cnn has no pretrained weights; set pretrained=None")
-            backbone = SmallCNN(cfg.in_channels, cfg.width)
+            if cfg.weights:
+                raise ValueError("small_cnn has no pretrained weights; set weights=None")
+            backbone = SmallCNN(cfg.channels, cfg.width)
             return EmbeddingNet(backbone, backbone.out_features, cfg.embedding_dim,
-                                cfg.in_channels, cfg.in_channels,
-                                (0.5,) * cfg.in_channels, (0.5,) * cfg.in_channels)
+                                cfg.channels, cfg.channels,
+                                (0.5,) * cfg.channels, (0.5,) * cfg.channels)
         backbone, feat = _torchvision_backbone(cfg)
-        return EmbeddingNet(backbone, feat, cfg.embedding_dim, cfg.in_channels, 3,
+        return EmbeddingNet(backbone, feat, cfg.embedding_dim, cfg.channels, 3,
                             IMAGENET_MEAN, IMAGENET_STD)
 
 

@@ -103,27 +103,28 @@ def retrieval_gallery(model: torch.nn.Module, domain: Domain, n_queries: int = 5
 
 
 def distance_distributions(teacher: torch.nn.Module, students: dict[str, torch.nn.Module],
-                           images: np.ndarray, temperature: float, anchors: int = 3,
-                           batch: int = 64, seed: int = 0, title: str = ""):
-    """For a few anchors of one batch: the teacher's softmax over -d/τ (p) and each student's (q),
-    candidates sorted by teacher distance — what the distribution loss matches."""
+                           images: np.ndarray, loss, anchors: int = 3, batch: int = 64,
+                           seed: int = 0, title: str = ""):
+    """For a few anchors of one batch: the teacher's distribution over its candidates (p) and
+    each student's (q), candidates sorted by teacher distance — what the distribution loss
+    `loss` (a `DistributionDistillationLoss`, which computes them) matches."""
     rng = np.random.default_rng(seed)
-    idx = rng.choice(len(images), min(batch, len(images)), replace=False)
-    x = images[idx]
+    x = images[rng.choice(len(images), min(batch, len(images)), replace=False)]
     fig, axes = plt.subplots(1, anchors, figsize=(4.2 * anchors, 3.4), squeeze=False, sharey=True)
-    d_t = squared_distances(torch.from_numpy(embed(teacher, x)))
-    d_s = {n: squared_distances(torch.from_numpy(embed(m, x))) for n, m in students.items()}
+    with torch.no_grad():
+        p = loss.distributions(torch.from_numpy(embed(teacher, x))).numpy()
+        q = {n: loss.distributions(torch.from_numpy(embed(m, x))).numpy() for n, m in students.items()}
+        d_t = squared_distances(torch.from_numpy(embed(teacher, x))).numpy()
     for a, ax in enumerate(axes[0]):
-        others = np.array([j for j in range(len(x)) if j != a])
-        order = others[np.argsort(d_t[a, others].numpy(), kind="stable")]
-        p = torch.softmax(-d_t[a, order] / temperature, 0).numpy()
-        ax.plot(p, color="black", linewidth=2.5, label="teacher (p)")
-        for name, d in d_s.items():
-            ax.plot(torch.softmax(-d[a, order] / temperature, 0).numpy(), label=f"{name} (q)")
+        others = np.delete(np.arange(len(x)), a)  # column j of row a is candidate others[j]
+        order = np.argsort(d_t[a, others], kind="stable")
+        ax.plot(p[a, order], color="black", linewidth=2.5, label="teacher (p)")
+        for name, dist in q.items():
+            ax.plot(dist[a, order], label=f"{name} (q)")
         ax.set_xlabel("candidates, nearest (teacher) first")
         ax.set_title(f"anchor {a + 1}", fontsize=9)
         ax.set_xlim(0, min(20, len(order) - 1))
-    axes[0, 0].set_ylabel(f"softmax(-d / {temperature})")
+    axes[0, 0].set_ylabel(f"softmax(-d / {loss.temperature})")
     axes[0, -1].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -151,3 +152,51 @@ def projection(model: torch.nn.Module, domains: dict[str, Domain], per_domain: i
     ax.set_ylabel("PC 2")
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+def knob_plot(table: pd.DataFrame, knob: str, metric: str = "recall@1", order: list | None = None):
+    """`metric` against one swept parameter, per domain (mean and std over seeds and other knobs);
+    `order`: the parameter's values in the order to show (default: as they appear)."""
+    from .report import label
+    from .sweep import setting_labels
+
+    t = table[(table.metric == metric)].assign(model_name=lambda d: label(d))
+    t = t[t.model_name.str.startswith("distill")] if (t.model == "distill").any() else t
+    t = t.assign(**{knob: setting_labels(t[knob])})
+    order = [str(v) for v in order] if order is not None else list(dict.fromkeys(t[knob]))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    sns.pointplot(t, x=knob, y="value", hue="domain", errorbar="sd", dodge=0.2, ax=ax,
+                  order=[setting_labels(pd.Series([v], dtype=object))[0] for v in order])
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} vs {knob}")
+    ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def sweep_summary_html(table: pd.DataFrame, knobs: list[str], notebook: str,
+                 failures: pd.DataFrame | None = None) -> str:
+    """A self-contained page: one plot per swept parameter and the mean table."""
+    import base64
+    import io
+
+    parts = [f"<h1>Sweep of {notebook}</h1>"]
+    if failures is not None and not failures.empty:
+        parts.append(f"<h2>Failed points</h2>{failures.to_html(index=False)}")
+    final = table[~table.metric.str.endswith("_curve")]
+    for knob in knobs:
+        for metric in ("recall@1", "map@r"):
+            fig = knob_plot(final, knob, metric, order=list(dict.fromkeys(final[knob])))
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+            plt.close(fig)
+            parts.append(f'<h2>{metric} vs {knob}</h2><img src="data:image/png;base64,'
+                         f'{base64.b64encode(buf.getvalue()).decode()}">')
+    means = (final[final.metric.isin(["recall@1", "map@r"])]
+             .groupby(knobs + ["model", "method", "domain", "metric"]).value.agg(["mean", "std", "count"])
+             .reset_index())
+    parts.append(f"<h2>Mean over seeds</h2>{means.to_html(index=False, float_format='%.4f')}")
+    return "<html><head><meta charset='utf-8'><title>sweep</title></head><body>" + "".join(parts) + \
+        "</body></html>"

@@ -1,96 +1,135 @@
-"""Profiles: every setting of a full run, in one place, as data.
+"""Profiles: every setting of a run, in one place, as data.
+
+`Profile` holds each setting once, with its default; the named profiles below only list what
+they change. The engine reads the profile directly (a model's settings are the `ModelSettings`
+part of it, same names), so no setting is declared twice or renamed on its way.
 
 * `smoke` — tiny subsets and 2-3 epochs: seconds per notebook, for CI regression.
-* `mini` — the default demo: the whole story on the three real mini domains, 3 seeds,
-  under 20 minutes on a 2-core CPU.
+* `mini` — the default demo: the whole story on the three real mini domains, 3 seeds.
 * `paper` — the real experiment on a GPU: CUB-200-2011, Cars196, Stanford Online Products and
   In-Shop from their official layouts, read lazily at 224 px, an ImageNet-pretrained ResNet-50
   with frozen BatchNorm, bfloat16 mixed precision (README, "Reproduce at paper scale").
 
-A notebook receives `profile`, `seed`, `domains` and `overrides` (a dict of
-setting -> value) from papermill; `load_profile` applies and validates them, so a
-misspelt or ill-typed override stops with a message naming it.
+Loss parameters live in `loss_params`, keyed by loss name (`{"kl": {"temperature": 0.05, …}}`);
+their defaults are the loss classes' own (`ue_lib.losses.loss_defaults`), so a new loss needs no
+entry here. On the command line a loss parameter is `LOSS.PARAM`: `-p kl.temperature 0.1`.
+
+Settings are grouped (`group=` in each field's metadata): a model's fingerprint holds the groups
+it depends on, so a change of, say, a distillation setting retrains only the students.
+This module does not import torch (the runner and the sweep use it before any kernel starts);
+validating a profile's loss parameters imports it.
 """
 
 from __future__ import annotations
 
 import ast
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 
-from .config import ModelConfig, OptimConfig, TrainConfig, Validated
+from .config import Validated, choice, positive
 from .data import parse_domains
+
+BACKBONES = ("small_cnn", "resnet18", "resnet50", "googlenet")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def _f(default, group: str, help: str = ""):
+    """A profile field: its default, its group and what it means."""
+    kind = "default_factory" if callable(default) else "default"
+    return field(**{kind: default}, metadata={"group": group, "help": help})
+
+
+def _loss_defaults() -> dict:
+    from .losses import loss_defaults
+
+    return loss_defaults()
 
 
 @dataclass
 class Profile(Validated):
-    name: str = "custom"
-    # data
-    domains: str = "omniglot,fashion,glyphs"  # comma-separated (SPEC §4 names or folder:<path>)
-    image_size: int = 32
-    channels: int = 1
-    per_domain: dict = field(default_factory=dict)  # e.g. {"fashion": {"max_per_class": 400}}
-    test_fraction: float = 0.5
-    val_fraction: float = 0.2
-    lazy: bool = False  # benchmarks: decode files per batch instead of holding them in RAM
-    num_workers: int = 0  # DataLoader workers decoding file-backed images
-    # model
-    backbone: str = "small_cnn"
-    width: int = 32
-    embedding_dim: int = 64
-    weights: str | None = None  # None (random init), "imagenet" or a local .pth file
-    frozen_bn: bool = False
-    # training
-    metric_loss: str = "multi_similarity"
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    lr_schedule: str = "constant"
-    p: int = 16
-    k: int = 4
-    epochs_specialist: int = 10
-    epochs_naive: int = 20
-    epochs_distill: int = 10
-    eval_every: int = 1
-    domain_schedule: str = "round_robin"
-    augment: bool = False
-    device: str = "auto"
-    amp: str = "auto"  # bfloat16 autocast on CUDA (see ue_lib.device)
-    # distillation
-    distill_methods: str = "kl,distance_mse,embedding_mse,rkd_distance,rkd_angle,darkrank"
-    final_methods: str = "kl,distance_mse,embedding_mse"  # the ones notebook 04 repeats per seed
-    temperature: float = 0.05
-    neighbors: int | None = None
-    direction: str = "teacher_student"
-    metric_weight: float = 0.0
-    # notebook 04
-    seeds: str | int | tuple | list = "0,1,2"  # stored as "0,1,2"; -p seeds 0 or 0,1 work too
-    # notebook 05: one 1-D sweep of notebook 03's kl student per knob, over these seeds
-    ablation_grid: dict = field(default_factory=lambda: {"temperature": [0.02, 0.05, 0.2]})
-    ablation_seeds: str | int | tuple | list = "0"
+    name: str = _f("custom", "run")
+    # ---- data
+    domains: str = _f("omniglot,fashion,glyphs", "data", "comma-separated domains or a suite")
+    image_size: int = _f(32, "data")
+    channels: int = _f(1, "data", "1 (grey) or 3 (RGB)")
+    per_domain: dict = _f(dict, "data", 'e.g. {"fashion": {"max_per_class": 400}}')
+    test_fraction: float = _f(0.5, "data")
+    val_fraction: float = _f(0.2, "data")
+    lazy: bool = _f(False, "data", "benchmarks: decode files per batch instead of holding them")
+    num_workers: int = _f(0, "data", "DataLoader workers decoding file-backed images")
+    # ---- model
+    backbone: str = _f("small_cnn", "model")
+    width: int = _f(32, "model", "small_cnn: channels of its first block")
+    embedding_dim: int = _f(64, "model")
+    weights: str | None = _f(None, "model", 'None (random init), "imagenet" or a local .pth file')
+    frozen_bn: bool = _f(False, "model")
+    # ---- optimiser
+    optimizer: str = _f("adam", "optim")
+    lr: float = _f(1e-3, "optim")
+    weight_decay: float = _f(0.0, "optim")
+    lr_schedule: str = _f("constant", "optim")
+    momentum: float = _f(0.9, "optim", "sgd only")
+    # ---- training (every model)
+    metric_loss: str = _f("multi_similarity", "train", "the loss of specialists and naive fusion")
+    loss_params: dict = _f(_loss_defaults, "train", "parameters of each loss, keyed by loss name")
+    p: int = _f(16, "train", "classes per batch")
+    k: int = _f(4, "train", "images per class in a batch")
+    epochs_specialist: int = _f(10, "train")
+    epochs_naive: int = _f(20, "train")
+    epochs_distill: int = _f(10, "train")
+    eval_every: int = _f(1, "train", "evaluate every N epochs (and after the last)")
+    eval_batch_size: int = _f(512, "train")
+    domain_schedule: str = _f("round_robin", "train", "round_robin | proportional | dynamic")
+    augment: bool = _f(False, "train")
+    device: str = _f("auto", "train")
+    amp: str = _f("auto", "train", "bfloat16 autocast on CUDA (see ue_lib.device)")
+    # ---- distillation (students only)
+    distill_methods: str = _f("kl,distance_mse,embedding_mse,rkd_distance,rkd_angle,darkrank",
+                              "notebook", "the students notebook 03 trains")
+    final_methods: str = _f("kl,distance_mse,embedding_mse", "notebook",
+                            "the students notebook 04 repeats per seed")
+    metric_weight: float = _f(0.0, "distill", "weight of the metric loss added to distillation")
+    # ---- notebooks
+    seeds: str | int | tuple | list = _f("0,1,2", "notebook", 'notebook 04; "0,1,2", 0 or (0, 1)')
+    ablation_grid: dict = _f(lambda: {"kl.temperature": [0.02, 0.05, 0.2]}, "notebook",
+                             "notebook 05: one 1-D grid of the kl student per knob")
+    ablation_seeds: str | int | tuple | list = _f("0", "notebook")
 
     def check(self) -> None:
         parse_domains(self.domains)
-        self.model_config()
-        self.optim_config()
-        self.train_config("specialist")
-        if self.num_workers < 0:
-            raise ValueError(f"Profile.num_workers must be >= 0, got {self.num_workers}")
-        from .losses import DISTILLATION_LOSSES, make_distillation_loss
-
-        for m in self.methods("distill_methods") + self.methods("final_methods"):
-            if m not in DISTILLATION_LOSSES:
-                raise ValueError(f"Profile: unknown distillation method {m!r}; valid: "
-                                 f"{', '.join(DISTILLATION_LOSSES)}")
-            try:  # the loss checks its own parameters (temperature > 0, …)
-                make_distillation_loss(m, **self.distill_params(m))
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"Profile: settings of distillation method {m!r}: {exc}") from exc
+        choice("Profile", "backbone", self.backbone, BACKBONES)
+        choice("Profile", "optimizer", self.optimizer, OPTIMIZERS)
+        choice("Profile", "lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        positive("Profile", embedding_dim=self.embedding_dim, width=self.width, lr=self.lr, p=self.p,
+                 epochs_specialist=self.epochs_specialist, epochs_naive=self.epochs_naive,
+                 epochs_distill=self.epochs_distill, eval_every=self.eval_every,
+                 eval_batch_size=self.eval_batch_size)
+        if self.channels not in (1, 3):
+            raise ValueError(f"Profile.channels must be 1 or 3, got {self.channels}")
+        if self.k < 2:
+            raise ValueError(f"Profile.k must be >= 2 (positives need two images), got {self.k}")
+        for name in ("weight_decay", "metric_weight", "num_workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"Profile.{name} must be >= 0, got {getattr(self, name)}")
+        self._check_engine_names()
         for which in ("seeds", "ablation_seeds"):  # canonical form: "0,1,2"
             setattr(self, which, ",".join(map(str, self.seed_list(which))))
-        unknown = sorted(set(self.ablation_grid) - {f.name for f in dataclasses.fields(self)})
-        if unknown:
-            raise ValueError(f"Profile.ablation_grid: unknown setting(s) {', '.join(unknown)}")
+        for knob in self.ablation_grid:
+            setting_path(knob)
+
+    def _check_engine_names(self) -> None:
+        from .device import AMP_MODES
+        from .losses import DISTILLATION_LOSSES, METRIC_LOSSES, check_loss_params
+        from .samplers import SCHEDULES
+
+        choice("Profile", "amp", self.amp, AMP_MODES)
+        choice("Profile", "domain_schedule", self.domain_schedule, SCHEDULES)
+        choice("Profile", "metric_loss", self.metric_loss, METRIC_LOSSES)
+        for m in self.methods("distill_methods") + self.methods("final_methods"):
+            choice("Profile", "distill_methods", m, DISTILLATION_LOSSES)
+        check_loss_params(self.loss_params)
 
     # ---- derived settings
     @property
@@ -112,81 +151,65 @@ class Profile(Validated):
             raise ValueError(f"Profile.{which} must be comma-separated integers, got "
                              f"{value!r}") from exc
 
-    def data_kwargs(self, seed: int) -> dict:
+    def group(self, name: str) -> dict:
+        """The settings of one group ("data", "model", "optim", "train", …), by their names."""
+        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self)
+                if f.metadata.get("group") == name}
+
+    def loss(self, name: str) -> dict:
+        """The parameters of loss `name` (its defaults with this profile's changes)."""
+        return dict(self.loss_params.get(name, {}))
+
+    def data_kwargs(self, domain: str, seed: int) -> dict:
+        """What `ue_lib.data.load_domain` takes for `domain` under this profile and `seed`."""
         return {"image_size": self.image_size, "channels": self.channels, "seed": seed,
                 "test_fraction": self.test_fraction, "val_fraction": self.val_fraction,
-                "lazy": self.lazy, "num_workers": self.num_workers}
+                "lazy": self.lazy, "num_workers": self.num_workers,
+                **self.per_domain.get(domain, {})}
 
-    def model_config(self) -> ModelConfig:
-        return ModelConfig(backbone=self.backbone, embedding_dim=self.embedding_dim,
-                           in_channels=self.channels, pretrained=self.weights,
-                           width=self.width, frozen_bn=self.frozen_bn)
-
-    def optim_config(self) -> OptimConfig:
-        return OptimConfig(name=self.optimizer, lr=self.lr, weight_decay=self.weight_decay,
-                           lr_schedule=self.lr_schedule)
-
-    def distill_params(self, method: str) -> dict:
-        """The profile's loss parameters that `method` takes."""
-        if method == "kl":
-            return {"temperature": self.temperature, "neighbors": self.neighbors,
-                    "direction": self.direction}
-        return {}
-
-    def schedule_for(self, mode: str) -> str:
-        """The domain schedule of a mode: a specialist has one domain (any schedule is the same,
-        so round robin keeps its models shared); the dynamic schedule follows the student's lag
-        behind its teachers, which naive fusion does not have, so naive uses round robin then."""
-        if mode == "specialist" or (mode == "naive" and self.domain_schedule == "dynamic"):
-            return "round_robin"
-        return self.domain_schedule
-
-    def train_config(self, mode: str, seed: int = 0, method: str = "kl", **changes) -> TrainConfig:
-        epochs = {"specialist": self.epochs_specialist, "naive": self.epochs_naive,
-                  "distill": self.epochs_distill}[mode]
-        values = dict(mode=mode, epochs=epochs, p=self.p, k=self.k, metric_loss=self.metric_loss,
-                      domain_schedule=self.schedule_for(mode), eval_every=self.eval_every,
-                      augment=self.augment, seed=seed, device=self.device, amp=self.amp,
-                      eval_splits=("val", "test") if mode == "naive" else ("val",))
-        if mode == "distill":  # only a student's settings (and so its fingerprint) name them
-            values.update(distill_loss=method, distill_loss_params=self.distill_params(method),
-                          metric_weight=self.metric_weight)
-        return TrainConfig.from_dict({**values, **changes})
+    def with_overrides(self, overrides: dict) -> Profile:
+        """A copy with `overrides` applied: setting names, or `LOSS.PARAM` for a loss parameter."""
+        values = dataclasses.asdict(self)
+        for name, value in overrides.items():
+            path = setting_path(name)
+            if len(path) == 1:
+                values[name] = value
+            else:
+                values["loss_params"] = {**values["loss_params"],
+                                         path[1]: {**values["loss_params"].get(path[1], {}),
+                                                   path[2]: value}}
+        return Profile.from_dict(values)
 
 
-PROFILES: dict[str, Profile] = {
-    "smoke": Profile(
-        name="smoke",
+NAMED: dict[str, dict] = {
+    "smoke": dict(
         per_domain={"omniglot": {"max_classes": 40}, "fashion": {"max_per_class": 40},
                     "glyphs": {"max_classes": 30, "max_per_class": 24}},
         width=8, embedding_dim=32, p=8, k=4,
         epochs_specialist=2, epochs_naive=3, epochs_distill=2, seeds="0,1",
-        # two knobs keep CI fast; every knob works: `-p ablation_grid "{'neighbors': [None, 4]}"`
-        ablation_grid={"temperature": [0.05, 0.5], "domain_schedule": ["round_robin", "dynamic"]}),
+        # two knobs keep CI fast; every knob works: `-p ablation_grid "{'kl.neighbors': [None, 4]}"`
+        ablation_grid={"kl.temperature": [0.05, 0.5], "domain_schedule": ["round_robin", "dynamic"]}),
     # Budget (measured on the 2-core machine): one naive-fusion epoch over the three domains is
     # ~7 s of training plus ~5 s of embedding and scoring val and test (SPEC §9: evaluation costs
-    # as much as training), so curves are evaluated every 2nd epoch; the whole profile, five
-    # notebooks and 3 seeds, is meant to stay under 20 minutes.
-    "mini": Profile(
-        name="mini",
+    # as much as training), so curves are evaluated every 2nd epoch.
+    "mini": dict(
         per_domain={"fashion": {"max_per_class": 300}},
         epochs_specialist=8, epochs_naive=16, epochs_distill=8, eval_every=2, seeds="0,1,2",
         final_methods="kl,distance_mse",
-        ablation_grid={"temperature": [0.02, 0.05, 0.2]}),
+        ablation_grid={"kl.temperature": [0.02, 0.05, 0.2]}),
     # The paper's setting, for one modern GPU (times and memory: README). ResNet-50 from
     # ImageNet with frozen BatchNorm: P x K batches hold few images per class and each batch
     # holds one domain, so batch statistics would be both noisy and domain-biased (SPEC §9);
     # freezing them, as most metric-learning papers do, keeps ImageNet's statistics.
-    "paper": Profile(
-        name="paper", domains="cub,cars,sop,inshop", image_size=224, channels=3, lazy=True,
+    "paper": dict(
+        domains="cub,cars,sop,inshop", image_size=224, channels=3, lazy=True,
         num_workers=8, backbone="resnet50", weights="imagenet", frozen_bn=True,
         embedding_dim=512, optimizer="adamw", lr=3e-5, weight_decay=1e-4, lr_schedule="cosine",
         p=32, k=4, epochs_specialist=30, epochs_naive=40, epochs_distill=30, eval_every=5,
         augment=True, final_methods="kl,distance_mse", seeds="0,1,2",
-        ablation_grid={"temperature": [0.02, 0.05, 0.2]}),
+        ablation_grid={"kl.temperature": [0.02, 0.05, 0.2]}),
 }
-
-STANDARD_PARAMETERS = ("profile", "out_dir", "seed", "domains", "overrides", "models_dir")
+PROFILE_NAMES = tuple(NAMED)
 
 
 def parse_value(text: str):
@@ -202,15 +225,32 @@ def profile_fields() -> list[str]:
     return [f.name for f in dataclasses.fields(Profile) if f.name != "name"]
 
 
+def setting_path(name: str) -> tuple[str, ...]:
+    """('lr',) for a setting, ('loss_params', 'kl', 'temperature') for 'kl.temperature';
+    an unknown name raises ValueError listing the valid ones."""
+    if name in profile_fields():
+        return (name,)
+    loss, _, param = name.partition(".")
+    if param:
+        from .losses import loss_defaults
+
+        known = loss_defaults()
+        if loss in known and param in known[loss]:
+            return ("loss_params", loss, param)
+        if loss in known:
+            raise ValueError(f"unknown parameter {name}: loss {loss!r} takes "
+                             f"{', '.join(known[loss]) or 'no parameters'}")
+    raise ValueError(f"unknown parameter(s) {name}; valid: {', '.join(profile_fields())}, "
+                     f"or LOSS.PARAM for a loss parameter (e.g. kl.temperature)")
+
+
 def load_profile(name: str, domains: str | None = None, overrides: dict | None = None) -> Profile:
     """The named profile with `domains` (if given, non-empty) and `overrides` applied."""
-    if name not in PROFILES:
-        raise ValueError(f"unknown profile {name!r}; valid: {', '.join(PROFILES)}")
+    if name not in NAMED:
+        raise ValueError(f"unknown profile {name!r}; valid: {', '.join(NAMED)}")
     overrides = dict(overrides or {})
-    unknown = sorted(set(overrides) - set(profile_fields()))
-    if unknown:
-        raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; valid: "
-                         f"{', '.join(dict.fromkeys(STANDARD_PARAMETERS + tuple(profile_fields())))}")
+    for key in overrides:
+        setting_path(key)  # names are checked before any value
     if domains:
         overrides["domains"] = domains
-    return PROFILES[name].replace(**overrides)
+    return Profile(name=name).with_overrides({**NAMED[name], **overrides})

@@ -1,5 +1,5 @@
-"""Run the numbered notebooks with papermill (`ue run`) and compare results with a
-recorded baseline (`ue check`)."""
+"""Run the numbered notebooks with papermill (`ue run`). Torch-free: the notebooks' kernels
+import torch, this process does not (`ue check` compares the results: `ue_lib.check`)."""
 
 from __future__ import annotations
 
@@ -16,12 +16,10 @@ import pandas as pd
 
 from .data import check_domain, resolve_data_root
 from .data.core import ENV_VAR
-from .experiments import RESULT_COLUMNS
-from .profiles import load_profile
-from .train import atomic_write_text
+from .io import RESULT_COLUMNS, atomic_write_text
+from .spec import RunSpec
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
-BASELINE_KEY = ["notebook", "model", "method", "domain", "split", "metric", "seed"]
 
 
 class RunError(Exception):
@@ -53,19 +51,18 @@ def _digest(*parts) -> str:
 
 
 def _versions() -> dict:
-    import faiss
-    import numpy
-    import papermill
-    import torch
-    import torchvision
+    """Versions of the packages behind the numbers (read from their metadata: nothing imported)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    from . import __version__
+    def of(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
 
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "faiss": faiss.__version__,
-            "numpy": numpy.__version__, "papermill": papermill.__version__,
-            "ue_lib": __version__, "machine": platform.platform(),
-            "cuda": torch.cuda.is_available()}
+    return {"python": platform.python_version(), "machine": platform.platform(),
+            **{name: of(name) for name in ("torch", "torchvision", "faiss-cpu", "numpy",
+                                           "papermill", "ue_lib")}}
 
 
 def _git_commit() -> str | None:
@@ -85,17 +82,15 @@ def export_html(notebook: Path) -> Path:
     return out
 
 
-def run(profile: str, out_dir: str | Path, seed: int = 0, only: list[str] | None = None,
-        overrides: dict | None = None, domains: str = "", notebooks: Path = NOTEBOOK_DIR,
-        models_dir: str | Path = "", log=print) -> pd.DataFrame:
-    """Execute the notebooks in order; return the merged results table (also in results.csv)."""
-    prof = load_profile(profile, domains or None, overrides)  # bad parameters stop here
+def run(spec: RunSpec, only: list[str] | None = None, notebooks: Path = NOTEBOOK_DIR,
+        log=print) -> pd.DataFrame:
+    """Execute the notebooks in order; return the merged results table (also in results.csv).
+    `spec` was validated when it was made, so bad parameters have already stopped."""
     books = list_notebooks(notebooks, only)
-    for name in prof.domain_names:  # and missing data too, before any notebook starts
+    for name in spec.settings.domain_names:  # missing data stops here, before any notebook
         check_domain(name)
     with _data_root_for_kernels():
-        return _run_notebooks(books, profile, out_dir, seed, overrides, domains, models_dir, prof,
-                              notebooks, log)
+        return _run_notebooks(books, spec, notebooks, log)
 
 
 @contextlib.contextmanager
@@ -113,18 +108,16 @@ def _data_root_for_kernels():
             os.environ[ENV_VAR] = before
 
 
-def _run_notebooks(books, profile, out_dir, seed, overrides, domains, models_dir, prof, notebooks,
-                   log) -> pd.DataFrame:
+def _run_notebooks(books: list[Path], spec: RunSpec, notebooks: Path, log) -> pd.DataFrame:
     import papermill as pm
 
-    out = Path(out_dir).resolve()
+    out = Path(spec.out_dir).resolve()
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
-    params = {"profile": profile, "out_dir": str(out), "seed": seed, "domains": domains,
-              "overrides": dict(overrides or {}),
-              "models_dir": str(Path(models_dir).resolve()) if models_dir else ""}
+    params = spec.to_parameters()
     run_info_path = out / "run.json"
     info = json.loads(run_info_path.read_text()) if run_info_path.is_file() else {}
-    info.update({"profile": profile, "parameters": params, "resolved_profile": prof.to_dict(),
+    info.update({"profile": spec.profile, "parameters": params,
+                 "resolved_profile": spec.settings.to_dict(),
                  "versions": _versions(), "git_commit": _git_commit()})
     timings = info.setdefault("seconds", {})
     for i, book in enumerate(books, 1):
@@ -159,55 +152,3 @@ def _run_notebooks(books, profile, out_dir, seed, overrides, domains, models_dir
 def collect_results(out: Path, books: list[Path]) -> pd.DataFrame:
     parts = [pd.read_csv(p) for b in books if (p := out / "results" / f"{b.stem}.csv").is_file()]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=RESULT_COLUMNS)
-
-
-# ----------------------------------------------------------------------------- check
-
-def record_baseline(run_dir: str | Path, path: str | Path, tolerance: dict | None = None) -> Path:
-    """Write the final (non-curve) rows of run_dir/results.csv as a baseline file."""
-    results = pd.read_csv(Path(run_dir) / "results.csv")
-    rows = results[~results.metric.str.endswith("_curve")][BASELINE_KEY + ["value"]]
-    baseline = {
-        "about": "ue check baseline: recorded from `ue run`; see README 'Regression baselines'",
-        "tolerance": tolerance or {"default": 0.05},
-        "rows": rows.to_dict("records"),
-    }
-    atomic_write_text(json.dumps(baseline, indent=1), Path(path))
-    return Path(path)
-
-
-def check(run_dir: str | Path, baseline_path: str | Path) -> tuple[bool, pd.DataFrame]:
-    """Compare run_dir/results.csv with a baseline; return (ok, table of every baseline row)."""
-    results_path = Path(run_dir) / "results.csv"
-    if not results_path.is_file():
-        raise RunError(f"{results_path} not found: run `ue run --out {run_dir}` first")
-    try:
-        baseline = json.loads(Path(baseline_path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RunError(f"cannot read baseline {baseline_path}: {exc}") from exc
-    tol = baseline.get("tolerance", {})
-    expected = pd.DataFrame(baseline["rows"])
-    got = pd.read_csv(results_path)
-    got = got[~got.metric.str.endswith("_curve")].drop_duplicates(BASELINE_KEY, keep="last")
-    table = expected.merge(got[BASELINE_KEY + ["value"]], on=BASELINE_KEY, how="left",
-                           suffixes=("_baseline", "_run"))
-    table["tolerance"] = table.metric.map(lambda m: tol.get(m, tol.get("default", 0.05)))
-    table["diff"] = table.value_run - table.value_baseline
-    table["status"] = "ok"
-    table.loc[table["diff"].abs() > table.tolerance, "status"] = "DRIFT"
-    table.loc[table.value_run.isna(), "status"] = "MISSING"
-    return bool((table.status == "ok").all()), table
-
-
-def format_check(table: pd.DataFrame, all_rows: bool = False) -> str:
-    shown = table if all_rows else table[table.status != "ok"]
-    n_bad = int((table.status != "ok").sum())
-    head = f"{len(table)} baseline values, {n_bad} outside tolerance or missing"
-    if shown.empty:
-        return head
-    cols = BASELINE_KEY + ["value_baseline", "value_run", "diff", "tolerance", "status"]
-    return head + "\n" + shown[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}")
-
-
-__all__ = ["RunError", "check", "collect_results", "format_check", "list_notebooks",
-           "record_baseline", "run"]

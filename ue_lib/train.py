@@ -1,17 +1,17 @@
-"""One training loop, used three ways.
+"""The training loop: one loop for every model, its loss given by an objective
+(`ue_lib.objectives`: specialist, naive fusion, each distillation loss, and any new one).
 
-* `specialist` — one domain, a metric loss on its labels.
-* `naive` — all domains, batches follow the multi-domain schedule (one domain
-  per batch), one metric loss: the "naive fusion" universal model.
-* `distill` — all domains; each batch is embedded by the student and by that
-  domain's frozen specialist, and the student is trained to match it with a
-  distillation loss (plus `metric_weight` × the metric loss on the labels).
+A :class:`TrainJob` is what determines a model: the domains' data, the profile's settings that
+build and optimise the network, the objective's own settings, the seed. Its fingerprint names
+the model's folder (`ue_lib.runfolder`), and :class:`ModelStore` — the one place that decides
+reuse — returns a finished model only when the fingerprints match, and resumes a checkpoint
+only from a run with the same fingerprint.
 
-Every `eval_every` epochs (and after the last) each domain's val and test splits
-are evaluated; the per-epoch rows are the history the notebooks plot. The model
-kept is the one with the best mean validation score (never test). With an
-`out_dir`, a checkpoint is written atomically after every epoch and a rerun
-resumes from it, ending with exactly the numbers of an uninterrupted run.
+Every `eval_every` epochs (and after the last) each domain's validation split (and, if the
+objective asks, its test split) is evaluated; these rows are the history the notebooks plot.
+The model kept is the one with the best mean validation score (never test): :class:`Selection`.
+A checkpoint is written atomically after every epoch, and a rerun resumes from it, ending with
+exactly the numbers of an uninterrupted run.
 
 In-memory images are indexed directly; file-backed ones (`ue_lib.data.files`) are decoded,
 cropped and flipped by DataLoader workers. On CUDA the loop runs in bfloat16 autocast with
@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -40,16 +40,21 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from . import distributed
-from .config import ModelConfig, OptimConfig, TrainConfig
+from .config import ModelSettings
 from .data import Domain
-from .data.files import is_file_backed as _file_backed
-from .device import autocast, memory_format, resolve_device, to_input
-from .evaluate import embed, split_metrics
-from .losses import make_distillation_loss, make_metric_loss
+from .data.files import is_file_backed
+from .data.transforms import jitter
+from .device import autocast, memory_format, to_input
+from .evaluate import evaluate_domains
+from .io import atomic_write_text, torch_save
 from .models import EmbeddingNet, build_model
-from .samplers import MultiDomainBatchSampler, lag_weights
+from .objectives import Batch, Objective, Setup
+from .profiles import Profile
+from .samplers import MultiDomainBatchSampler
 
 CHECKPOINT, FINAL, HISTORY = "checkpoint.pt", "model.pt", "history.csv"
+# the profile settings every model's numbers depend on (besides model, optimiser and objective)
+TRAIN_SETTINGS = ("p", "k", "eval_every", "eval_batch_size", "augment", "device", "amp")
 
 
 @dataclass
@@ -62,47 +67,138 @@ class TrainResult:
     config: dict
 
 
-# ----------------------------------------------------------------------------- helpers
+# ----------------------------------------------------------------------------- what a model is
 
-def atomic_save(obj, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def _content(images) -> int | str:
+    """A cheap summary of a split's pixels (file-backed images: of their paths and size)."""
+    if is_file_backed(images):
+        return images.fingerprint()
+    return int(images[:, :, ::7, ::7].sum())
 
 
-def atomic_write_text(text: str, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _fingerprint(config: dict) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _data_fingerprint(domains: dict[str, Domain]) -> dict:
+def data_fingerprint(domains: dict[str, Domain]) -> dict:
     return {name: {s: [len(sp), int(sp.labels.sum()), _content(sp.images)]
                    for s, sp in d.splits.items()} for name, d in domains.items()}
 
 
-def _content(images) -> int | str:
-    """A cheap summary of a split's pixels (file-backed images: of their paths and size)."""
-    if _file_backed(images):
-        return images.fingerprint()
-    return int(images[:, :, ::7, ::7].sum())
+@dataclass
+class TrainJob:
+    """One model to train: `objective` on `domains`, from `seed`, with the network, optimiser
+    and batches of the objective's profile."""
 
+    domains: dict[str, Domain]
+    objective: Objective
+    seed: int = 0
+    selection_metric: str = "recall@1"
+
+    def __post_init__(self) -> None:
+        self.objective.check(self.domains)
+
+    @property
+    def profile(self) -> Profile:
+        return self.objective.profile
+
+    @cached_property
+    def config(self) -> dict:
+        """Everything that determines the model's numbers (computed once)."""
+        p = self.profile
+        return {"domains": list(self.domains), "data": data_fingerprint(self.domains),
+                "model": ModelSettings.part_of(p).to_dict(), "optim": p.group("optim"),
+                "train": {name: getattr(p, name) for name in TRAIN_SETTINGS},
+                "objective": self.objective.config(), "seed": self.seed,
+                "selection_metric": self.selection_metric}
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# ----------------------------------------------------------------------------- files of a model
+
+class ModelStore:
+    """A model's folder: `checkpoint.pt` while it trains, `model.pt` and `history.csv` when done.
+    The one place that decides whether a model is reused (only with the same fingerprint)."""
+
+    def __init__(self, folder: str | Path | None, fingerprint: str, writes: bool = True):
+        self.folder = Path(folder) if folder is not None else None
+        self.fingerprint, self.writes = fingerprint, writes and folder is not None
+
+    def finished(self) -> TrainResult | None:
+        if self.folder is None or not (self.folder / FINAL).is_file():
+            return None
+        return load_result(self.folder, expect_fingerprint=self.fingerprint)
+
+    def checkpoint(self, device: torch.device) -> dict | None:
+        if self.folder is None or not (self.folder / CHECKPOINT).is_file():
+            return None
+        state = torch.load(self.folder / CHECKPOINT, map_location=device, weights_only=False)
+        if state["fingerprint"] != self.fingerprint:
+            raise ValueError(f"{self.folder / CHECKPOINT} was written by a run with other settings "
+                             f"or data; use another output folder or delete it to start afresh")
+        return state
+
+    def save_checkpoint(self, state: dict) -> None:
+        if self.writes:
+            torch_save({**state, "fingerprint": self.fingerprint}, self.folder / CHECKPOINT)
+
+    def save_final(self, result: TrainResult, weights: dict, world_size: int) -> None:
+        if not self.writes:
+            return
+        torch_save({"model": weights, "best_epoch": result.best_epoch, "config": result.config,
+                    "fingerprint": self.fingerprint, "seconds": result.seconds,
+                    "history": result.history.to_dict("records"),
+                    "final": result.final.to_dict("records"), "world_size": world_size},
+                   self.folder / FINAL)
+        atomic_write_text(result.history.to_csv(index=False), self.folder / HISTORY)
+        (self.folder / CHECKPOINT).unlink(missing_ok=True)
+
+
+def load_result(out_dir: str | Path, expect_fingerprint: str | None = None) -> TrainResult:
+    """Load a finished model written by `train(..., out_dir=...)`."""
+    out = Path(out_dir)
+    state = torch.load(out / FINAL, map_location="cpu", weights_only=False)
+    if expect_fingerprint is not None and state["fingerprint"] != expect_fingerprint:
+        raise ValueError(f"{out / FINAL} was trained with other settings or data; use another "
+                         f"output folder or delete it to retrain")
+    model = build_model(ModelSettings.from_dict(state["config"]["model"]))
+    model.load_state_dict(state["model"])
+    model.eval()
+    return TrainResult(model, pd.DataFrame(state["history"]), state["best_epoch"],
+                       pd.DataFrame(state["final"]), 0.0, state["config"])
+
+
+@dataclass
+class Selection:
+    """The best evaluated epoch so far by mean validation score, and its weights."""
+
+    epoch: int = 0
+    score: float = -1.0
+    weights: dict | None = field(default=None, repr=False)
+
+    def offer(self, epoch: int, rows: list[dict], metric: str, model: nn.Module) -> float:
+        score = float(np.mean([r["value"] for r in rows
+                               if r["split"] == "val" and r["metric"] == metric]))
+        if score > self.score:
+            self.epoch, self.score = epoch, score
+            self.weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        return score
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "score": self.score, "model": self.weights}
+
+    @classmethod
+    def from_state(cls, state: dict) -> Selection:
+        return cls(state["epoch"], state["score"], state["model"])
+
+
+# ----------------------------------------------------------------------------- batches
 
 class _TrainImages(Dataset):
     """(domain, index) -> uint8 image tensor, for the DataLoader that serves file-backed
     domains (with the train transform when augmenting; in-memory domains are passed through)."""
 
     def __init__(self, domains: dict[str, Domain], augment: bool):
-        self.sources = {n: d.train.images.dataset(train=augment) if _file_backed(d.train.images)
+        self.sources = {n: d.train.images.dataset(train=augment) if is_file_backed(d.train.images)
                         else torch.from_numpy(d.train.images) for n, d in domains.items()}
 
     def __len__(self) -> int:
@@ -117,30 +213,22 @@ def _stack(items: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(items)
 
 
-def _epoch_batches(domains: dict[str, Domain], sampler, cfg: TrainConfig, epoch: int,
+def _epoch_batches(domains: dict[str, Domain], sampler, augment: bool, seed: int, epoch: int,
                    device: torch.device):
     """Yield one epoch's (domain, index tensor, uint8 images) in the sampler's order."""
-    if not any(_file_backed(d.train.images) for d in domains.values()):
+    if not any(is_file_backed(d.train.images) for d in domains.values()):
         for name, idx in sampler:
             idx_t = torch.as_tensor(idx)
             yield name, idx_t, torch.from_numpy(domains[name].train.images[idx_t.numpy()])
         return
     batches = list(sampler)
     workers = max(getattr(d.train.images, "num_workers", 0) for d in domains.values())
-    loader = DataLoader(_TrainImages(domains, cfg.augment),
+    loader = DataLoader(_TrainImages(domains, augment),
                         batch_sampler=[[(name, i) for i in idx] for name, idx in batches],
                         collate_fn=_stack, num_workers=workers, pin_memory=device.type == "cuda",
-                        generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
+                        generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
     for (name, idx), x in zip(batches, loader):
         yield name, torch.as_tensor(idx), x
-
-
-def augmenter() -> Callable[[torch.Tensor], torch.Tensor]:
-    """Per-image random affine jitter (small rotation, shift, scale)."""
-    from torchvision.transforms import v2
-
-    t = v2.RandomAffine(degrees=8, translate=(0.08, 0.08), scale=(0.9, 1.1))
-    return lambda x: torch.stack([t(im) for im in x])
 
 
 def _global_labels(domains: dict[str, Domain]) -> dict[str, torch.Tensor]:
@@ -154,261 +242,165 @@ def _global_labels(domains: dict[str, Domain]) -> dict[str, torch.Tensor]:
     return out
 
 
-def evaluate_history_rows(model: nn.Module, domains: dict[str, Domain], splits, epoch: int,
-                          batch_size: int, amp: str = "auto") -> list[dict]:
-    rows = []
-    for name, d in domains.items():
-        for split in splits:
-            sp = getattr(d, split)
-            metrics = split_metrics(embed(model, sp.images, batch_size, amp=amp), sp)
-            rows += [{"epoch": epoch, "domain": name, "split": split, "metric": m, "value": v}
-                     for m, v in metrics.items()]
-    return rows
+def _optimizer(p: Profile, params) -> torch.optim.Optimizer:
+    if p.optimizer == "adam":
+        return torch.optim.Adam(params, lr=p.lr, weight_decay=p.weight_decay)
+    if p.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=p.lr, weight_decay=p.weight_decay)
+    return torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
 
 
-def _selection_score(rows: list[dict], metric: str) -> float:
-    vals = [r["value"] for r in rows if r["split"] == "val" and r["metric"] == metric]
-    return float(np.mean(vals))
+# ----------------------------------------------------------------------------- the loop
 
+class _Trainer:
+    """The state of one training: network, objective, optimiser, sampler, history, selection."""
 
-def _last_val(history: list[dict], metric: str) -> dict[str, float]:
-    """Each domain's validation `metric` at the latest evaluated epoch of `history`."""
-    rows = [r for r in history if r["split"] == "val" and r["metric"] == metric]
-    last = max((r["epoch"] for r in rows), default=None)
-    return {r["domain"]: r["value"] for r in rows if r["epoch"] == last}
+    def __init__(self, job: TrainJob, ctx: distributed.DistContext):
+        p, self.job, self.ctx = job.profile, job, ctx
+        self.device = device = ctx.device(p.device)
+        self.model = build_model(ModelSettings.part_of(p), seed=job.seed).to(
+            device, memory_format=memory_format(device))
+        self.net = (DistributedDataParallel(self.model, device_ids=[device.index]
+                                            if device.type == "cuda" else None)
+                    if ctx.enabled else self.model)
+        self.labels = _global_labels(job.domains)
+        self.objective = job.objective
+        self.objective.prepare(Setup(job.domains, p.embedding_dim, sum(
+            len(torch.unique(v)) for v in self.labels.values()), device, job.seed,
+            job.selection_metric, self.evaluate_domains))
+        self.objective.to(device)
+        self.opt = _optimizer(p, list(self.model.parameters()) + list(self.objective.parameters()))
+        self.sched = (torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=self.objective.epochs)
+                      if p.lr_schedule == "cosine" else None)
+        self.sampler = MultiDomainBatchSampler(
+            {n: d.train.labels for n, d in job.domains.items()}, p.p, p.k,
+            schedule=self.objective.domain_schedule, seed=job.seed, rank=ctx.rank,
+            world_size=ctx.world_size)
+        # in-memory images get the affine jitter here; file-backed ones are cropped by the loader
+        self.jitter = jitter() if p.augment else None
+        self.jittered = {n for n, d in job.domains.items() if not is_file_backed(d.train.images)}
+        self.start, self.history, self.selection = 0, [], Selection()
 
+    def evaluate_domains(self, model: nn.Module, domains: dict, split: str) -> dict:
+        """Rank 0's per-domain metrics, on every rank."""
+        p = self.job.profile
+        return self.ctx.broadcast(evaluate_domains(model, domains, split, batch_size=p.eval_batch_size,
+                                                   amp=p.amp) if self.ctx.is_main else None)
 
-def weights_digest(model: nn.Module) -> str:
-    """Hash of a model's weights (identifies a teacher in its students' run configs)."""
-    h = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
+    def evaluate(self, splits, epoch: int) -> list[dict]:
+        embedder = self.objective.embedder(self.model)
+        return [{"epoch": epoch, "domain": name, "split": split, "metric": m, "value": v}
+                for split in splits
+                for name, metrics in self.evaluate_domains(embedder, self.job.domains, split).items()
+                for m, v in metrics.items()]
 
+    def state(self, epoch: int) -> dict:
+        return {"epoch": epoch, "model": self.model.state_dict(),
+                "objective": self.objective.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict() if self.sched is not None else None,
+                "history": self.history, "best": self.selection.state()}
 
-def run_config(domains: dict[str, Domain], cfg: TrainConfig, model_cfg: ModelConfig,
-               optim_cfg: OptimConfig, selection_metric: str = "recall@1",
-               teachers: dict[str, nn.Module] | None = None) -> tuple[dict, str]:
-    """Everything that determines a run's numbers (data, settings and, for a student, its
-    teachers' weights), and its hash: checkpoints and finished runs are reused only when it
-    matches."""
-    config = {"train": cfg.to_dict(), "model": model_cfg.to_dict(), "optim": optim_cfg.to_dict(),
-              "domains": list(domains), "data": _data_fingerprint(domains),
-              "selection_metric": selection_metric}
-    if cfg.mode == "distill" and teachers:
-        config["teachers"] = {n: weights_digest(teachers[n]) for n in domains if n in teachers}
-    return config, _fingerprint(config)
+    def restore(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.objective.load_state_dict(state["objective"])
+        self.opt.load_state_dict(state["optimizer"])
+        if self.sched is not None:
+            self.sched.load_state_dict(state["scheduler"])
+        self.start, self.history = state["epoch"], state["history"]
+        self.selection = Selection.from_state(state["best"])
+        self._reweight()  # resumed: the dynamic schedule's weights as they were
 
+    def _reweight(self) -> None:
+        weights = self.objective.schedule_weights(self.history)
+        if weights is not None:
+            self.sampler.set_weights(weights)
 
-# ----------------------------------------------------------------------------- training
+    def _batch(self, name: str, idx: torch.Tensor, images: torch.Tensor) -> Batch:
+        x = to_input(images, self.device)
+        if self.jitter is not None and name in self.jittered:
+            x = self.jitter(x)
+        return Batch(name, idx, x, self.labels[name][idx].to(self.device))
 
-def train(domains: dict[str, Domain], cfg: TrainConfig, model_cfg: ModelConfig | None = None,
-          optim_cfg: OptimConfig | None = None, teachers: dict[str, nn.Module] | None = None,
-          out_dir: str | Path | None = None, resume: bool = True, progress: bool = True,
-          on_epoch_end: Callable[[int, pd.DataFrame], None] | None = None,
-          selection_metric: str = "recall@1") -> TrainResult:
-    """Train one model in `cfg.mode` on `domains` (name -> Domain); see the module doc."""
-    model_cfg, optim_cfg = model_cfg or ModelConfig(), optim_cfg or OptimConfig()
-    if cfg.mode == "specialist" and len(domains) != 1:
-        raise ValueError(f"a specialist trains on exactly one domain, got {list(domains)}")
-    if cfg.mode == "distill":
-        missing = [n for n in domains if teachers is None or n not in teachers]
-        if missing:
-            raise ValueError(f"distill mode needs a frozen specialist for every domain; "
-                             f"missing teacher(s) for {missing}")
-    if cfg.domain_schedule == "dynamic" and cfg.mode != "distill":
-        raise ValueError("the dynamic domain schedule follows how far the student lags behind its "
-                         "teachers: use it with mode='distill'")
-    ctx = distributed.context(cfg.device)
-    device = ctx.device(cfg.device)
-    config, fingerprint = run_config(domains, cfg, model_cfg, optim_cfg, selection_metric, teachers)
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None and resume and (out / FINAL).is_file():
-        return load_result(out, expect_fingerprint=fingerprint)
-    write = out is not None and ctx.is_main  # only rank 0 writes
-
-    def evaluate(model: nn.Module, splits, epoch: int) -> list[dict]:  # rank 0's numbers
-        rows = (evaluate_history_rows(model, domains, splits, epoch, cfg.eval_batch_size, cfg.amp)
-                if ctx.is_main else None)
-        return ctx.broadcast(rows)
-
-    # ---- model, losses, optimiser
-    model = build_model(model_cfg, seed=cfg.seed).to(device, memory_format=memory_format(device))
-    net = (DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                   else None) if ctx.enabled else model)
-    labels = _global_labels(domains)
-    n_classes = int(sum(len(torch.unique(v)) for v in labels.values()))
-    losses = nn.ModuleDict()
-    if cfg.mode != "distill" or cfg.metric_weight > 0:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            losses["metric"] = make_metric_loss(cfg.metric_loss, num_classes=n_classes,
-                                                embedding_dim=model_cfg.embedding_dim,
-                                                **cfg.metric_loss_params)
-    teacher_cache: dict[str, torch.Tensor] = {}
-    if cfg.mode == "distill":
-        for i, name in enumerate(domains):
-            teacher = teachers[name].to(device, memory_format=memory_format(device)).eval()
-            for p in teacher.parameters():
-                p.requires_grad_(False)
-            t_dim = getattr(teacher, "embedding_dim", model_cfg.embedding_dim)
-            losses[f"distill{i}"] = make_distillation_loss(
-                cfg.distill_loss, student_dim=model_cfg.embedding_dim, teacher_dim=t_dim,
-                **cfg.distill_loss_params)
-            if not cfg.augment:  # inputs never change: embed the training set once
-                teacher_cache[name] = torch.from_numpy(embed(
-                    teacher, domains[name].train.images, cfg.eval_batch_size, amp=cfg.amp)).to(device)
-    losses.to(device)
-    params = list(model.parameters()) + list(losses.parameters())
-    opt = _optimizer(optim_cfg, params)
-    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
-             if optim_cfg.lr_schedule == "cosine" else None)
-
-    # ---- data
-    sampler = MultiDomainBatchSampler({n: d.train.labels for n, d in domains.items()},
-                                      cfg.p, cfg.k, schedule=cfg.domain_schedule, seed=cfg.seed,
-                                      rank=ctx.rank, world_size=ctx.world_size)
-    # in-memory images get the affine jitter here; file-backed ones are cropped by the loader
-    augment = augmenter() if cfg.augment else None
-    jittered = {n for n, d in domains.items() if not _file_backed(d.train.images)}
-    teacher_val: dict[str, float] = {}
-    if cfg.domain_schedule == "dynamic":  # the teachers' own validation scores, once
-        teacher_val = ctx.broadcast({n: split_metrics(
-            embed(teachers[n], d.val.images, cfg.eval_batch_size, amp=cfg.amp), d.val
-        )[selection_metric] for n, d in domains.items()} if ctx.is_main else None)
-
-    # ---- resume
-    start, history, best = 0, [], {"epoch": 0, "score": -1.0, "model": None}
-    if out is not None and resume and (out / CHECKPOINT).is_file():
-        ckpt = torch.load(out / CHECKPOINT, map_location=device, weights_only=False)
-        if ckpt["fingerprint"] != fingerprint:
-            raise ValueError(f"{out / CHECKPOINT} was written by a run with other settings or "
-                             f"data; use another output folder or delete it to start afresh")
-        model.load_state_dict(ckpt["model"])
-        losses.load_state_dict(ckpt["losses"])
-        opt.load_state_dict(ckpt["optimizer"])
-        if sched is not None:
-            sched.load_state_dict(ckpt["scheduler"])
-        start, history, best = ckpt["epoch"], ckpt["history"], ckpt["best"]
-    if teacher_val and _last_val(history, selection_metric):  # resumed: weights as they were
-        sampler.set_weights(lag_weights(teacher_val, _last_val(history, selection_metric)))
-
-    # ---- loop
-    t0 = time.perf_counter()
-    # a bar per epoch; one per batch too, in a terminal (in a notebook it would bury the output)
-    batch_bar = progress and ctx.is_main and sys.stderr.isatty()
-    epochs = tqdm(range(start, cfg.epochs), desc=f"{cfg.mode}", unit="epoch",
-                  disable=not progress or not ctx.is_main, initial=start, total=cfg.epochs)
-    for epoch in epochs:
-        model.train()
-        sampler.set_epoch(epoch)
-        torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # augmentation draws: resumable
-        sums: dict[str, list[float]] = {n: [] for n in domains}
-        batches = _epoch_batches(domains, sampler, cfg, epoch, device)
-        for b, (name, idx_t, images) in enumerate(tqdm(batches, desc=f"epoch {epoch + 1}",
-                                                       total=len(sampler), leave=False,
-                                                       disable=not batch_bar)):
-            x = to_input(images, device)
-            if augment is not None and name in jittered:
-                x = augment(x)
-            with autocast(cfg.amp, device):
-                emb = net(x).float()
-            if cfg.mode == "distill":
-                i = list(domains).index(name)
-                if name in teacher_cache:
-                    target = teacher_cache[name][idx_t.to(device)]
-                else:
-                    with torch.no_grad(), autocast(cfg.amp, device):
-                        target = teachers[name](x).float()
-                loss = losses[f"distill{i}"](emb, target)
-                if "metric" in losses:
-                    loss = loss + cfg.metric_weight * losses["metric"](emb, labels[name][idx_t].to(device))
-            else:
-                loss = losses["metric"](emb, labels[name][idx_t].to(device))
+    def train_epoch(self, epoch: int, batch_bar: bool) -> None:
+        p, seed = self.job.profile, self.job.seed
+        self.model.train()
+        self.sampler.set_epoch(epoch)
+        torch.manual_seed(seed * 1_000_003 + epoch)  # augmentation draws: resumable
+        sums: dict[str, list[float]] = {n: [] for n in self.job.domains}
+        batches = _epoch_batches(self.job.domains, self.sampler, p.augment, seed, epoch, self.device)
+        for b, (name, idx, images) in enumerate(tqdm(batches, desc=f"epoch {epoch + 1}", leave=False,
+                                                     total=len(self.sampler), disable=not batch_bar)):
+            batch = self._batch(name, idx, images)
+            with autocast(p.amp, self.device):
+                emb = self.net(batch.inputs).float()
+            loss = self.objective.loss(batch, emb)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, batch {b + 1} "
-                    f"(domain {name!r}, loss {_loss_name(cfg)}); lower the learning rate "
-                    f"(now {optim_cfg.lr}) or check the inputs of that domain")
-            opt.zero_grad(set_to_none=True)
+                    f"(domain {name!r}, loss {self.objective.describe()}); lower the learning "
+                    f"rate (now {p.lr}) or check the inputs of that domain")
+            self.opt.zero_grad(set_to_none=True)
             loss.backward()
-            ctx.all_reduce_grads(losses.parameters())  # the model's own: DDP does it
-            opt.step()
+            self.ctx.all_reduce_grads(self.objective.parameters())  # the network's own: DDP does it
+            self.opt.step()
             sums[name].append(loss.item())
-        if sched is not None:
-            sched.step()
-        done = epoch + 1
-        history += [{"epoch": done, "domain": n, "split": "train", "metric": "loss",
-                     "value": float(np.mean(v))} for n, v in sums.items() if v]
-        if done % cfg.eval_every == 0 or done == cfg.epochs:
-            rows = evaluate(model, cfg.eval_splits, done)
-            history += rows
-            score = _selection_score(rows, selection_metric)
-            if score > best["score"]:
-                best = {"epoch": done, "score": score,
-                        "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-            epochs.set_postfix({f"val {selection_metric}": f"{score:.3f}"})
-            if teacher_val:
-                sampler.set_weights(lag_weights(teacher_val, _last_val(history, selection_metric)))
-        if write:
-            atomic_save({"epoch": done, "model": model.state_dict(), "losses": losses.state_dict(),
-                         "optimizer": opt.state_dict(),
-                         "scheduler": sched.state_dict() if sched is not None else None,
-                         "history": history, "best": best, "fingerprint": fingerprint,
-                         "config": config}, out / CHECKPOINT)
-        if on_epoch_end is not None:
-            on_epoch_end(done, pd.DataFrame(history))
+        if self.sched is not None:
+            self.sched.step()
+        self.history += [{"epoch": epoch + 1, "domain": n, "split": "train", "metric": "loss",
+                          "value": float(np.mean(v))} for n, v in sums.items() if v]
 
-    seconds = time.perf_counter() - t0
-    model.load_state_dict(best["model"])
-    model.eval()
-    # metrics of the selected weights: the history already has them for the evaluated splits
-    final = [r for r in history if r["epoch"] == best["epoch"] and r["split"] in cfg.eval_splits]
-    missing = tuple(s for s in ("val", "test") if s not in cfg.eval_splits)
-    final += evaluate(model, missing, best["epoch"]) if missing else []
-    final = [{k: v for k, v in r.items() if k != "epoch"} for r in final if r["split"] != "train"]
-    result = TrainResult(model, pd.DataFrame(history), best["epoch"], pd.DataFrame(final),
-                         seconds, config)
-    if write:
-        atomic_save({"model": best["model"], "best_epoch": best["epoch"], "config": config,
-                     "fingerprint": fingerprint, "seconds": seconds, "history": history,
-                     "final": final, "world_size": ctx.world_size}, out / FINAL)
-        atomic_write_text(result.history.to_csv(index=False), out / HISTORY)
-        (out / CHECKPOINT).unlink(missing_ok=True)
+    def after_epoch(self, done: int) -> float | None:
+        """Evaluate when due; returns the validation score then."""
+        if done % self.job.profile.eval_every and done != self.objective.epochs:
+            return None
+        rows = self.evaluate(self.objective.eval_splits, done)
+        self.history += rows
+        score = self.selection.offer(done, rows, self.job.selection_metric, self.model)
+        self._reweight()
+        return score
+
+    def result(self, seconds: float) -> TrainResult:
+        """The selected weights, with their val and test metrics (from the history where it has
+        them)."""
+        self.model.load_state_dict(self.selection.weights)
+        self.model.eval()
+        best, splits = self.selection.epoch, self.objective.eval_splits
+        final = [r for r in self.history if r["epoch"] == best and r["split"] in splits]
+        missing = tuple(s for s in ("val", "test") if s not in splits)
+        final += self.evaluate(missing, best) if missing else []
+        final = [{k: v for k, v in r.items() if k != "epoch"} for r in final if r["split"] != "train"]
+        return TrainResult(self.model, pd.DataFrame(self.history), best, pd.DataFrame(final),
+                           seconds, self.job.config)
+
+
+def train(job: TrainJob, out_dir: str | Path | None = None, resume: bool = True,
+          progress: bool = True, on_epoch_end: Callable[[int, pd.DataFrame], None] | None = None
+          ) -> TrainResult:
+    """Train `job` (or load it finished from `out_dir`); see the module doc."""
+    ctx = distributed.context(job.profile.device)
+    store = ModelStore(out_dir, job.fingerprint, writes=ctx.is_main)  # only rank 0 writes
+    if resume and (done := store.finished()) is not None:
+        return done
+    trainer = _Trainer(job, ctx)
+    if resume and (state := store.checkpoint(trainer.device)) is not None:
+        trainer.restore(state)
+    t0, epochs = time.perf_counter(), job.objective.epochs
+    # a bar per epoch; one per batch too, in a terminal (in a notebook it would bury the output)
+    batch_bar = progress and ctx.is_main and sys.stderr.isatty()
+    bar = tqdm(range(trainer.start, epochs), desc=job.objective.folder, unit="epoch",
+               disable=not progress or not ctx.is_main, initial=trainer.start, total=epochs)
+    for epoch in bar:
+        trainer.train_epoch(epoch, batch_bar)
+        score = trainer.after_epoch(epoch + 1)
+        if score is not None:
+            bar.set_postfix({f"val {job.selection_metric}": f"{score:.3f}"})
+        store.save_checkpoint(trainer.state(epoch + 1))
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, pd.DataFrame(trainer.history))
+    result = trainer.result(time.perf_counter() - t0)
+    store.save_final(result, trainer.selection.weights, ctx.world_size)
     ctx.barrier()  # the others wait until rank 0 has written
     return result
 
 
-def load_result(out_dir: str | Path, expect_fingerprint: str | None = None) -> TrainResult:
-    """Load a finished run written by `train(..., out_dir=...)`."""
-    out = Path(out_dir)
-    state = torch.load(out / FINAL, map_location="cpu", weights_only=False)
-    if expect_fingerprint is not None and state["fingerprint"] != expect_fingerprint:
-        raise ValueError(f"{out / FINAL} was trained with other settings or data; use another "
-                         f"output folder or delete it to retrain")
-    model_cfg = ModelConfig.from_dict(state["config"]["model"])
-    model = build_model(model_cfg)
-    model.load_state_dict(state["model"])
-    model.eval()
-    return TrainResult(model, pd.DataFrame(state["history"]), state["best_epoch"],
-                       pd.DataFrame(state["final"]), 0.0, state["config"])
-
-
-def _loss_name(cfg: TrainConfig) -> str:
-    if cfg.mode != "distill":
-        return cfg.metric_loss
-    return cfg.distill_loss + (f" + {cfg.metric_weight} x {cfg.metric_loss}"
-                               if cfg.metric_weight > 0 else "")
-
-
-def _optimizer(cfg: OptimConfig, params) -> torch.optim.Optimizer:
-    if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-
-
-__all__ = ["TrainResult", "train", "load_result", "resolve_device", "atomic_save",
-           "atomic_write_text"]
+__all__ = ["TrainJob", "TrainResult", "ModelStore", "Selection", "train", "load_result"]

@@ -21,29 +21,10 @@ import hashlib
 import os
 
 import numpy as np
-import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
 from .core import DataCorruptError, DataNotFoundError
-
-RESIZE_RATIO = 256 / 224
-
-
-def train_transform(size: int):
-    """Random resized crop to `size` (scale 0.08-1, aspect 3/4-4/3) and a horizontal flip."""
-    from torchvision.transforms import v2
-
-    return v2.Compose([v2.ToImage(), v2.RandomResizedCrop(size, antialias=True),
-                       v2.RandomHorizontalFlip()])
-
-
-def eval_transform(size: int):
-    """Shorter side to ``round(size * 256 / 224)``, then the central `size` x `size` crop."""
-    from torchvision.transforms import v2
-
-    return v2.Compose([v2.ToImage(), v2.Resize(round(size * RESIZE_RATIO), antialias=True),
-                       v2.CenterCrop(size)])
+from .transforms import eval_transform, train_transform
 
 
 class ImageFiles:
@@ -130,8 +111,10 @@ def is_file_backed(images) -> bool:
     return isinstance(images, ImageFiles)
 
 
-class ImageDataset(Dataset):
-    """Item i of an :class:`ImageFiles`, decoded and transformed: a uint8 tensor (C, S, S)."""
+class ImageDataset:
+    """Item i of an :class:`ImageFiles`, decoded and transformed: a uint8 tensor (C, S, S).
+    A map-style dataset for ``torch.utils.data.DataLoader`` (it needs only ``__len__`` and
+    ``__getitem__``; not subclassing ``Dataset`` keeps this module torch-free at import)."""
 
     def __init__(self, files: ImageFiles, transform):
         self.files, self.transform = files, transform
@@ -139,7 +122,10 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
+    def __getitem__(self, i: int):
+        """A uint8 torch tensor (C, S, S)."""
+        import torch
+
         return self.transform(self.files.open(int(i))).as_subclass(torch.Tensor)
 
 
@@ -151,5 +137,4 @@ def check_files_exist(paths: np.ndarray, name: str) -> None:
                                 f"in the index are missing, e.g. {missing[0]}")
 
 
-__all__ = ["ImageFiles", "ImageDataset", "train_transform", "eval_transform", "check_files_exist",
-           "is_file_backed"]
+__all__ = ["ImageFiles", "ImageDataset", "check_files_exist", "is_file_backed"]

@@ -1,0 +1,453 @@
+"""The rules behind every conclusion the notebooks print (`ue_lib.report`), on small hand-made
+histories and results: for each claim a case where it holds and one where it does not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from ue_lib import report
+from ue_lib.io import RESULT_COLUMNS
+from ue_lib.report import Rules
+
+DOMAINS = ["A", "B", "C"]
+
+
+# ---------------------------------------------------------------- builders
+
+def history(val: dict[str, list[float]], test: dict[str, list[float]] | None = None,
+            every: int = 2, metric: str = "recall@1") -> pd.DataFrame:
+    """A learning-curve history: per domain the values at epochs every, 2*every, …"""
+    rows = []
+    for split, curves in (("val", val), ("test", test or {})):
+        for domain, values in curves.items():
+            rows += [{"epoch": every * (i + 1), "domain": domain, "split": split, "metric": metric,
+                      "value": v} for i, v in enumerate(values)]
+    return pd.DataFrame(rows, columns=["epoch", "domain", "split", "metric", "value"])
+
+
+def results(spec: dict[str, dict[str, list[float]]], metric: str = "recall@1",
+            notebook: str = "04_final_results") -> pd.DataFrame:
+    """Result rows from {model name: {domain: [value per seed 0, 1, …]}}; 'distill:kl' is the
+    distill model with method kl."""
+    rows = []
+    for name, per_domain in spec.items():
+        model, _, method = name.partition(":")
+        for domain, values in per_domain.items():
+            rows += [{"notebook": notebook, "model": model, "method": method or "multi_similarity",
+                      "domain": domain, "split": "test", "metric": metric, "value": v, "seed": s,
+                      "epoch": 4} for s, v in enumerate(values)]
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+def paired(a: str, b: str, diffs: dict[str, list[float]], base: float = 0.5) -> pd.DataFrame:
+    """Results where a - b equals `diffs` per domain and seed."""
+    return results({a: {d: [base + x for x in v] for d, v in diffs.items()},
+                    b: {d: [base] * len(v) for d, v in diffs.items()}})
+
+
+def peak_table(curves: dict[str, list[float]], rules: Rules | None = None) -> pd.DataFrame:
+    return report.peak_epochs(history(curves), rules=rules or Rules())
+
+
+def cost_table(costs: dict[str, float]) -> pd.DataFrame:
+    return pd.DataFrame({"domain": list(costs), "cost": list(costs.values())})
+
+
+RISING = [0.1, 0.2, 0.3, 0.4]
+OVERFIT = [0.6, 0.5, 0.5, 0.5]
+FLAT = [0.5, 0.5, 0.5, 0.5]
+
+
+def claim(verdict: pd.DataFrame, text: str) -> pd.Series:
+    rows = verdict[verdict.claim == text]
+    assert len(rows) == 1, list(verdict.claim)
+    return rows.iloc[0]
+
+
+def full_results(**diffs: dict[str, list[float]]) -> pd.DataFrame:
+    """specialist, naive, distill:kl, distill:distance_mse on DOMAINS with one seed; keyword
+    arguments replace the per-domain values of a model (named with '_' for ':')."""
+    spec = {"specialist": {d: [0.60] for d in DOMAINS}, "naive": {d: [0.50] for d in DOMAINS},
+            "distill:kl": {d: [0.59] for d in DOMAINS}, "distill:distance_mse": {d: [0.55] for d in DOMAINS}}
+    for name, values in diffs.items():
+        spec[name.replace("_", ":", 1) if name.startswith("distill") else name] = values
+    return results(spec)
+
+
+def run_claims(res: pd.DataFrame | None = None, peaks=None, costs=None, **kw) -> pd.DataFrame:
+    peaks = peaks if peaks is not None else [peak_table({"A": OVERFIT, "B": RISING, "C": FLAT})]
+    costs = costs if costs is not None else [cost_table({"A": 0.05, "B": 0.0, "C": 0.0})]
+    return report.claims(full_results() if res is None else res, peaks, costs, DOMAINS, **kw)
+
+
+# ---------------------------------------------------------------- formatting
+
+@pytest.mark.parametrize("x, plain, signed", [(-0.0001, "0.000", "+0.000"), (-0.0004, "0.000", "+0.000"),
+                                              (1e-4, "0.000", "+0.000"), (0.0125, "0.013", "+0.013"),
+                                              (-0.012, "-0.012", "-0.012"), (np.nan, "n/a", "n/a")])
+def test_numbers_have_fixed_decimals_and_no_negative_zero(x, plain, signed):
+    assert report._num(x) == plain
+    assert report._signed(x) == signed
+
+
+def test_mean_std_uses_the_sample_std_and_no_plus_minus_for_one_value():
+    assert report._mean_std([0.5, 0.6]) == "0.550 ± 0.071"  # ddof=1: 0.0707; ddof=0 would be 0.050
+    assert report._mean_std([0.5]) == "0.500"
+    assert report._mean_std([]) == "–"
+
+
+def test_rules_are_validated():
+    with pytest.raises(ValueError):
+        Rules(confidence=1.0)
+    with pytest.raises(ValueError):
+        Rules(tie_tolerance=0.02, overfit_drop=0.01)
+
+
+# ---------------------------------------------------------------- peaks, over-fitting, cost
+
+def test_peak_is_the_last_epoch_tied_with_the_maximum():
+    # the ceiling 0.5 is reached at epochs 6, 14 and 16 (0.497 is within 0.005)
+    t = peak_table({"A": [0.1, 0.3, 0.5, 0.45, 0.4, 0.42, 0.5, 0.497]})
+    r = t.iloc[0]
+    assert (r.peak_epoch, r.first_peak_epoch, r.last_epoch, r.eval_interval) == (16, 6, 16, 2)
+    assert r.peak == 0.5 and r.drop_after_peak == pytest.approx(0.003)
+    assert not r.overfits and not r.still_improving and r.status == "levelled off"
+    # just outside the tie band, the peak is the last value at the ceiling itself
+    assert peak_table({"A": [0.1, 0.3, 0.5, 0.45, 0.4, 0.42, 0.5, 0.494]}).peak_epoch[0] == 14
+    assert peak_table({"A": [0.5, 0.5, 0.5]}, Rules(tie_tolerance=0.0)).peak_epoch[0] == 6
+
+
+def test_still_improving_overfitting_and_flat_are_distinct():
+    t = peak_table({"rising": RISING, "overfit": OVERFIT, "flat": FLAT, "back": [0.5, 0.3, 0.5],
+                    "tiny_drop": [0.5, 0.5, 0.492]})
+    assert list(t.status) == ["still improving", "over-fits", "levelled off", "still improving",
+                              "levelled off"]
+    assert list(t.peak_epoch) == [8, 2, 8, 6, 4]
+    # 0.51 - 0.50 is 0.010000000000000009 in floats: not "more than 0.01"
+    assert not peak_table({"A": [0.51, 0.50]}).overfits[0]
+
+
+def test_last_evals_widens_still_improving():
+    curves = {"A": [0.1, 0.5, 0.5]}
+    assert not peak_table(curves).still_improving[0]
+    assert peak_table(curves, Rules(last_evals=2)).still_improving[0]
+
+
+def test_stopping_cost_uses_the_tie_rule_peak():
+    h = history({"A": [0.3, 0.5, 0.5, 0.5], "B": RISING},
+                {"A": [0.3, 0.4, 0.45, 0.52], "B": [0.1, 0.2, 0.3, 0.4]})
+    c = report.stopping_cost(h, 4).set_index("domain")
+    assert c.loc["A", "own_best_epoch"] == 8  # not 4, the first epoch at 0.5
+    assert c.loc["A", "cost"] == pytest.approx(0.12)
+    assert c.loc["B", "cost"] == pytest.approx(0.2)
+    assert list(c.columns) == ["own_best_epoch", "selected_epoch", "test_at_own_best", "test_at_selected",
+                               "cost"]
+
+
+# ---------------------------------------------------------------- the beats rule
+
+def test_a_one_seed_win_needs_more_than_min_gain():
+    cmp = report.compare(paired("specialist", "naive", {"A": [0.05], "B": [0.001], "C": [-0.02]}),
+                         "specialist", "naive")
+    assert list(cmp.outcome) == ["win", "tie", "loss"]
+    assert list(cmp.win) == [True, False, False]
+    assert not report.beats(cmp)  # 1 of 3 domains
+    assert report.beats(report.compare(paired("specialist", "naive", {"A": [0.05], "B": [0.02], "C": [0.0]}),
+                                       "specialist", "naive"))
+
+
+def test_a_small_or_sign_changing_difference_is_not_a_win():
+    cmp = report.compare(paired("specialist", "naive", {"A": [0.002, 0.0, 0.001],  # mean +0.001
+                                                        "B": [0.1, 0.1, -0.01]}),  # sign changes
+                         "specialist", "naive")
+    assert list(cmp.outcome) == ["tie", "mixed"]
+    assert cmp.loc["B", "positive"] == 2 and cmp.loc["B", "n"] == 3
+    assert cmp.loc["B", "std"] == pytest.approx(np.std([0.1, 0.1, -0.01], ddof=1))
+    assert not cmp.win.any()
+
+
+def test_more_than_three_seeds_use_the_one_sided_confidence_bound():
+    steady = [0.05, 0.06, -0.001, 0.04, 0.05]  # one negative seed, but a clear mean gain
+    noisy = [0.2, -0.1, 0.15, -0.05, 0.1]
+    cmp = report.compare(paired("distill:kl", "naive", {"A": steady, "B": noisy}), "distill:kl", "naive")
+    for domain, d in (("A", steady), ("B", noisy)):
+        d = np.asarray(d)
+        lower = d.mean() - stats.t.ppf(0.95, 4) * d.std(ddof=1) / np.sqrt(5)
+        assert cmp.loc[domain, "lower"] == pytest.approx(lower)
+    assert list(cmp.outcome) == ["win", "mixed"]
+    assert report.beats_rule(Rules(), 5) == (
+        "wins on a majority of domains: mean paired gain > 0.010 and the one-sided 95% t lower "
+        "confidence bound of the mean gain > 0 (a mean within ±0.010 is a tie)")
+
+
+def test_rows_are_paired_by_seed():
+    res = results({"specialist": {"A": [0.6, 0.7]}, "naive": {"A": [0.5, 0.68]}})
+    res = pd.concat([res, results({"naive": {"A": [0.0, 0.0, 0.1]}}).iloc[2:]])  # naive seed 2 only
+    cmp = report.compare(res, "specialist", "naive")
+    assert cmp.loc["A", "n"] == 2 and cmp.loc["A", "diff"] == pytest.approx(0.06)
+    with pytest.raises(KeyError):
+        report.compare(res, "specialist", "distill:kl")
+
+
+def test_comparison_sentence_states_wins_differences_ties_and_the_verdict():
+    res = paired("specialist", "naive", {"A": [0.05], "B": [0.004], "C": [-0.0001]})
+    assert report.comparison_sentence(res, "specialist", "naive", domains=DOMAINS) == (
+        "specialist beat naive on 1 of 3 domains in recall@1 (mean paired difference over 1 seed: "
+        "A +0.050 (win), B +0.004 (tie), C +0.000 (tie)). By the rule (wins on a majority of domains: "
+        "mean paired gain > 0.010 and positive on every seed (a mean within ±0.010 is a tie)), "
+        "specialist does **not** beat naive.")
+    two = paired("specialist", "naive", {"A": [0.05, 0.03], "B": [0.02, 0.04]})
+    text = report.comparison_sentence(two, "specialist", "naive")
+    assert "over 2 seeds: A +0.040 ± 0.014 (win), B +0.030 ± 0.014 (win)" in text
+    assert text.endswith("specialist **beats** naive.")
+
+
+# ---------------------------------------------------------------- claims
+
+BEATS_CLAIMS = [("naive fusion falls short of the specialists", "specialist", "naive"),
+                ("distilling the specialists beats naive fusion", "distill:kl", "naive"),
+                ("distribution distillation (kl) beats distance_mse", "distill:kl", "distill:distance_mse"),
+                ("distribution distillation (kl) beats embedding_mse", "distill:kl",
+                 "distill:embedding_mse")]
+
+
+@pytest.mark.parametrize("text, a, b", BEATS_CLAIMS)
+def test_beats_claims_hold_on_a_majority_of_won_domains(text, a, b):
+    base = {"specialist": 0.6, "naive": 0.5, "distill:kl": 0.58, "distill:distance_mse": 0.55,
+            "distill:embedding_mse": 0.54}
+
+    def run(diffs):
+        spec = {m: {d: [v, v] for d in DOMAINS} for m, v in base.items()}
+        spec[a] = {d: [spec[b][d][s] + diffs[i][s] for s in range(2)] for i, d in enumerate(DOMAINS)}
+        return claim(run_claims(results(spec)), text)
+
+    held = run([[0.03, 0.02], [0.05, 0.04], [-0.1, -0.1]])  # wins A and B
+    assert held.holds and "2 of 3 domains" in held.measured
+    assert held.rule == ("wins on a majority of domains: mean paired gain > 0.010 and positive on every "
+                         "seed (a mean within ±0.010 is a tie)")
+    assert not run([[0.03, 0.02], [0.001, 0.001], [0.1, -0.01]]).holds  # a tie and a sign change
+    assert not run([[0.03, 0.02], [0.002, 0.0], [-0.1, -0.1]]).holds
+
+
+def test_absolute_method_claims_only_when_measured():
+    claims = set(run_claims().claim)
+    assert "distribution distillation (kl) beats distance_mse" in claims
+    assert "distribution distillation (kl) beats embedding_mse" not in claims
+
+
+def test_a_missing_model_is_reported_as_not_measured():
+    res = full_results()
+    row = claim(run_claims(res[res.model != "distill"]), "distilling the specialists beats naive fusion")
+    assert not row.holds and row.measured.startswith("not measured")
+
+
+def test_peaks_at_different_epochs():
+    spread = "in naive fusion, domains peak at different epochs"
+    apart = [peak_table({"A": OVERFIT, "B": [0.1, 0.5, 0.3, 0.2]})]  # peaks 2 and 4
+    row = claim(run_claims(peaks=apart, min_spread=2), spread)
+    assert row.holds and "run 1: A 2, B 4 (spread 2)" in row.measured
+    assert not claim(run_claims(peaks=apart), spread).holds  # default: 2 evaluations of 2 epochs
+    wide = {0: peak_table({"A": OVERFIT, "B": RISING}), 1: apart[0], 2: peak_table({"A": OVERFIT, "B": FLAT})}
+    row = claim(run_claims(peaks=wide, costs=[cost_table({"A": 0.0})] * 3), spread)
+    assert row.holds and "on 2 of 3 seeds" in row.measured and "seed 2: A 2, B 8 (spread 6)" in row.measured
+    assert row.rule == ("peak = last validation epoch within 0.005 of the domain's maximum; the peaks span "
+                        "at least 4 epochs on a majority of seeds")
+
+
+def test_some_domains_overfit_while_others_still_improve():
+    text = "in naive fusion, some domains over-fit while others still improve"
+    row = claim(run_claims(peaks=[peak_table({"A": OVERFIT, "B": RISING})]), text)
+    assert row.holds
+    assert row.measured == ("validation recall@1, run 1: over-fitted A (-0.100); still improving B: both "
+                            "on 1 of 1 seed")
+
+
+def test_a_flat_domain_is_not_still_improving():
+    # the known defect: both peak at epoch 2, A drops 0.05, B stays flat -> does not hold
+    t = peak_table({"A": [0.5, 0.45, 0.45], "B": [0.5, 0.5, 0.5]})
+    row = claim(run_claims(peaks=[t]), "in naive fusion, some domains over-fit while others still improve")
+    assert not row.holds and "still improving none" in row.measured
+
+
+def test_overfit_claim_needs_a_majority_of_seeds_and_says_when_the_run_was_too_short():
+    text = "in naive fusion, some domains over-fit while others still improve"
+    good, bad = peak_table({"A": OVERFIT, "B": RISING}), peak_table({"A": OVERFIT, "B": FLAT})
+    assert not claim(run_claims(peaks=[good, bad]), text).holds
+    assert claim(run_claims(peaks=[good, bad, good]), text).holds
+    short = claim(run_claims(peaks=[peak_table({"A": RISING, "B": RISING})] * 2), text)
+    assert not short.holds and "too short to test over-fitting" in short.measured
+
+
+def test_shared_stopping_point_cost():
+    text = "one shared stopping point costs some domain"
+    row = claim(run_claims(costs=[cost_table({"A": 0.02, "B": -0.0001})]), text)
+    assert row.holds and row.measured.endswith("run 1: +0.020 (A)")
+    assert not claim(run_claims(costs=[cost_table({"A": 0.01, "B": 0.0})]), text).holds  # not > 0.01
+    costs = [cost_table({"A": 0.05}), cost_table({"A": 0.0}), cost_table({"A": 0.0})]
+    assert not claim(run_claims(costs=costs), text).holds
+    costs[1] = cost_table({"A": 0.001})
+    assert claim(run_claims(costs=costs, rules=Rules(cost_tolerance=0.0)), text).holds
+
+
+def test_the_student_comes_close_to_the_specialists():
+    text = "the distilled student comes close to the specialists"
+    near = full_results(distill_kl={"A": [0.59], "B": [0.58], "C": [0.585]})  # gap -0.015
+    row = claim(run_claims(near), text)
+    assert row.holds and row.measured.startswith("mean gap to the specialists over 1 seed: -0.015")
+    assert row.rule == "the mean over domains of the seed-mean gap (kl - specialist) > -0.020"
+    far = full_results(distill_kl={"A": [0.58], "B": [0.57], "C": [0.575]})  # gap -0.025
+    assert not claim(run_claims(far), text).holds
+    assert claim(run_claims(far, rules=Rules(close_gap=0.03)), text).holds
+
+
+def test_claims_table_and_sentence():
+    verdict = run_claims()
+    assert list(verdict.columns) == ["claim", "measured", "rule", "holds"]
+    assert verdict.holds.dtype == bool
+    assert list(verdict.holds) == [True, True, True, True, True, True, True]
+    sentence = report.claims_sentence(verdict.assign(holds=[True] + [False] * 6))
+    assert sentence.startswith("1 of 7 claims held: naive fusion falls short of the specialists (held); "
+                               "in naive fusion, domains peak at different epochs (did not hold);")
+    text = " ".join(verdict.measured) + " ".join(verdict.rule)
+    assert "-0.000" not in text and "e-0" not in text
+
+
+# ---------------------------------------------------------------- notebook 01's verdict
+
+def verdict01(val, test, selected):
+    return report.naive_fusion_verdict(history(val, test), selected)
+
+
+CASES01 = {
+    "disagree and costly": ({"A": OVERFIT, "B": RISING}, {"A": OVERFIT, "B": RISING}, 8,
+                            "did **not** agree on when to stop"),
+    "disagree and cheap": ({"A": [0.6, 0.59, 0.58, 0.58], "B": RISING}, {"A": FLAT, "B": RISING}, 8,
+                           "its price is **not**"),
+    "agree but costly": ({"A": [0.3, 0.5, 0.5, 0.5], "B": [0.3, 0.5, 0.5, 0.5]},
+                         {"A": [0.3, 0.4, 0.45, 0.5], "B": FLAT}, 4,
+                         "the selected epoch, not a disagreement"),
+    "agree and cheap": ({"A": [0.3, 0.5, 0.5, 0.5], "B": [0.3, 0.5, 0.5, 0.5]}, {"A": FLAT, "B": FLAT}, 4,
+                        "one stopping point suited them all"),
+    "too short": ({"A": RISING, "B": RISING}, {"A": RISING, "B": RISING}, 8,
+                  "too short to test over-fitting"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES01))
+def test_naive_fusion_verdict_agrees_with_its_own_lines(case):
+    val, test, selected, expected = CASES01[case]
+    text = verdict01(val, test, selected)
+    lines, verdict = text.split("\n\n")
+    assert expected in verdict
+    cost = report.stopping_cost(history(val, test), selected).cost.max()
+    if cost > 0.01:
+        assert "peaked together" not in verdict and "cost up to" in verdict
+    else:
+        assert "cost up to" not in verdict
+    assert "-0.000" not in text and "e-0" not in text
+    assert len(lines.splitlines()) == 3 and all(line.startswith("- ") for line in lines.splitlines())
+
+
+def test_naive_fusion_verdict_lines():
+    text = verdict01({"A": OVERFIT, "B": RISING, "C": FLAT}, {"A": OVERFIT, "B": RISING, "C": FLAT}, 8)
+    assert text.splitlines()[:3] == [
+        "- Validation recall@1 peaked at epoch A 2, B 8, C 8 (the last epoch within 0.005 of each domain's "
+        "maximum): a spread of 6 epochs over 3 domains.",
+        "- Over-fitted (last evaluation more than 0.010 below the peak): A (-0.100). Still improving at the "
+        "last evaluation: B. Levelled off: C.",
+        "- Stopping all domains at epoch 8 cost on average +0.033 test recall@1 against each domain's own "
+        "peak epoch; the largest cost was +0.100 (A)."]
+    assert text.endswith("(peaks 6 epochs apart, at least the 4 that count as different), and one shared "
+                         "stopping point cost up to 0.100 test recall@1 (more than 0.010).")
+    # an explicit min_spread in epochs replaces the default of two evaluation intervals
+    assert "fewer than the 8 that count" in report.naive_fusion_verdict(
+        history({"A": OVERFIT, "B": RISING}, {"A": OVERFIT, "B": RISING}), 8, min_spread=8)
+
+
+# ---------------------------------------------------------------- notebook 03
+
+def test_distillation_summary():
+    res = full_results()
+    merged = results({"distill:kl": {"merged": [0.7]}, "distill:distance_mse": {"merged": [0.72]},
+                      "naive": {"merged": [0.6]}})
+    res = pd.concat([res, merged], ignore_index=True)
+    lines = report.distillation_summary(res, ["kl", "distance_mse"], DOMAINS).splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith("- distill:kl beat distill:distance_mse on 3 of 3 domains in recall@1")
+    assert lines[0].endswith("distill:kl **beats** distill:distance_mse.")
+    assert lines[1] == ("- Gap of the `kl` student to the specialists: mean gap to the specialists over "
+                        "1 seed: -0.010 (A: -0.010, B: -0.010, C: -0.010); close by the rule (the mean "
+                        "over domains of the seed-mean gap (kl - specialist) > -0.020).")
+    assert lines[2] == "- Merged index recall@1: distill:distance_mse 0.720, distill:kl 0.700, naive 0.600."
+
+
+# ---------------------------------------------------------------- notebook 05
+
+def sweep_table(knob: str, settings: dict, seeds: int = 2) -> pd.DataFrame:
+    """kl student rows: settings {value: {domain: [value per seed]}}, plus a map@r and a merged row."""
+    rows = []
+    for setting, per_domain in settings.items():
+        for domain, values in per_domain.items():
+            for s, v in enumerate(values[:seeds]):
+                base = {"notebook": "03", "model": "distill", "method": "kl", "domain": domain,
+                        "split": "test", "seed": s, "epoch": 6, knob: setting}
+                rows += [{**base, "metric": "recall@1", "value": v},
+                         {**base, "metric": "map@r", "value": 0.1}]
+        rows.append({**base, "domain": "merged", "metric": "recall@1", "value": 0.9})
+    return pd.DataFrame(rows)
+
+
+SETTINGS = {0.2: {"A": [0.50, 0.52], "B": [0.40, 0.40]}, 0.02: {"A": [0.60, 0.62], "B": [0.30, 0.34]},
+            0.05: {"A": [0.55, 0.55], "B": [0.45, 0.47]}}
+
+
+def test_ablation_table_orders_settings_and_shows_sample_std():
+    table = report.ablation_table(sweep_table("temperature", SETTINGS), "temperature", [0.02, 0.05, 0.2])
+    assert list(table.index) == ["0.02", "0.05", "0.2"]
+    assert list(table.columns) == ["A", "B", "all domains"]
+    assert table.loc["0.02", "A"] == "0.610 ± 0.014"
+    assert table.loc["0.05", "all domains"] == "0.505 ± 0.007"  # per-seed means 0.50, 0.51
+    assert table.columns.name == "recall@1 (mean ± std over 2 seeds)"
+    one = report.ablation_table(sweep_table("temperature", SETTINGS, seeds=1), "temperature",
+                                [0.02, 0.05, 0.2])
+    assert table.shape == one.shape and not one.apply(lambda c: c.str.contains("±")).any().any()
+    assert one.loc["0.2", "B"] == "0.400"
+
+
+def test_ablation_sentence():
+    t = sweep_table("temperature", SETTINGS)
+    assert report.ablation_sentence(t, "temperature", [0.02, 0.05, 0.2]) == (
+        "**temperature** (recall@1, 2 seeds): averaged over domains, the best setting was 0.05 (0.505) "
+        "and the worst 0.2 (0.455), a range of 0.050; best per domain: A 0.02, B 0.05.")
+    close = {0.2: {"A": [0.5, 0.5]}, 0.02: {"A": [0.505, 0.505]}}
+    assert "(within 0.010: no setting is clearly better)" in report.ablation_sentence(
+        sweep_table("temperature", close, seeds=1), "temperature", [0.02, 0.2])
+    assert "no recall@1 results" in report.ablation_sentence(t.iloc[:0], "temperature", [0.02])
+
+
+def test_ablation_rows():
+    t = sweep_table("neighbors", {None: {"A": [0.5]}, 4.0: {"A": [0.6]}}, seeds=1)
+    t["neighbors"] = t["neighbors"].astype(float)  # as read back from a CSV: NaN and 4.0
+    rows = report.ablation_rows(t, "neighbors", "05_ablations")
+    assert list(rows.columns) == RESULT_COLUMNS
+    assert set(rows.method) == {"kl[neighbors=None]", "kl[neighbors=4]"}
+    assert (rows.notebook == "05_ablations").all() and len(rows) == len(t)
+    assert rows.value.tolist() == t.value.tolist()
+    labels = report.ablation_rows(sweep_table("temperature", SETTINGS), "temperature", "05").method
+    assert list(dict.fromkeys(labels)) == ["kl[temperature=0.2]", "kl[temperature=0.02]",
+                                           "kl[temperature=0.05]"]
+
+
+# ---------------------------------------------------------------- notebook 04's summary
+
+def test_summary_uses_the_sample_std_and_no_plus_minus_for_one_seed():
+    res = results({"naive": {"A": [0.5, 0.6], "B": [0.4, 0.4]}, "distill:kl": {"A": [0.7], "B": [0.2]}})
+    table = report.summary(res)
+    assert list(table.index) == ["naive", "distill:kl"] and list(table.columns) == ["A", "B"]
+    assert table.loc["naive", "A"] == "0.550 ± 0.071"
+    assert table.loc["naive", "B"] == "0.400 ± 0.000"
+    assert table.loc["distill:kl", "A"] == "0.700"
+    assert table.columns.name == "recall@1 (mean ± std over 1–2 seeds)"

@@ -1,0 +1,57 @@
+"""Atomic writes: every file the project writes (checkpoints, models, caches, results, figures)
+goes to a temporary file in the same folder first and is then renamed over its target, so an
+interrupted run never leaves a half-written file behind. Torch-free: `torch_save` imports torch
+only when called.
+
+`RESULT_COLUMNS` is the one declaration of a results table's columns (`results.csv`, each
+notebook's `results/<notebook>.csv`, the sweep tables).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+RESULT_COLUMNS = ["notebook", "model", "method", "domain", "split", "metric", "value", "seed",
+                  "epoch"]
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Call `write(tmp)` on a temporary path beside `path`, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def torch_save(obj, path: str | os.PathLike) -> Path:
+    import torch
+
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight"))
+
+
+def slug(text: str) -> str:
+    """A folder-safe name: 'temperature=0.05,seed=0' stays; 'folder:/a/b' -> 'folder-a-b-<hash>'
+    (a short hash is added whenever characters were replaced or the name was shortened, so two
+    different texts never share a folder)."""
+    import hashlib
+    import re
+
+    clean = re.sub(r"[^A-Za-z0-9_.,=+-]+", "-", text).strip("-")
+    if clean != text or len(clean) > 100:
+        clean = f"{clean[:100]}-{hashlib.sha1(text.encode()).hexdigest()[:6]}"
+    return clean
