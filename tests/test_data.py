@@ -77,7 +77,8 @@ def test_subsampling():
 
 
 def test_parse_domains():
-    assert parse_domains("mini") == ["omniglot", "fashion", "glyphs"]
+    assert parse_domains("mini") == ["clipart", "fashion", "glyphs", "omniglot", "orl"]
+    assert parse_domains("scratch") == ["omniglot", "fashion", "glyphs"]
     assert parse_domains(" omniglot, folder:/tmp/x ") == ["omniglot", "folder:/tmp/x"]
     with pytest.raises(ValueError, match="unknown domain 'birds'.*folder:<path>"):
         parse_domains("omniglot,birds")

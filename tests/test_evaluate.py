@@ -327,8 +327,10 @@ def test_embed_batches_scales_and_restores_mode():
     model.eval()
     embed(model, torch.from_numpy(images))
     assert not model.training
-    with pytest.raises(TypeError):
-        embed(model, images.astype(np.float32))
+    with pytest.raises(TypeError, match="must be uint8 \\(or float features\\)"):
+        embed(model, images.astype(np.int64))
+    # float inputs (cached trunk features) are passed through unscaled
+    assert embed(torch.nn.Flatten(), np.full((2, 1, 1, 1), 3.0, np.float32)).tolist() == [[3.0], [3.0]]
 
 
 def test_evaluate_domains_and_merged():

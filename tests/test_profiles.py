@@ -49,7 +49,7 @@ def test_paper_profile_settings_reach_the_model():
         ("resnet50", "imagenet", True, 3)
     assert (prof.optimizer, prof.lr_schedule) == ("adamw", "cosine")
     assert prof.amp == "auto" and prof.augment and prof.p % 8 == 0  # shards over 2, 4 or 8 GPUs
-    assert prof.data_kwargs("cub", 0)["lazy"] and prof.data_kwargs("cub", 0)["image_size"] == 224
+    assert prof.data_kwargs(0)["lazy"] and prof.data_kwargs(0)["image_size"] == 224
     local = load_profile("paper", overrides={"weights": "/models/resnet50.pth"})
     assert ModelSettings.part_of(local).weights == "/models/resnet50.pth"
     with pytest.raises(ValueError, match="num_workers must be >= 0"):

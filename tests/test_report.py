@@ -261,15 +261,18 @@ def test_some_domains_overfit_while_others_still_improve():
     text = "in naive fusion, some domains over-fit while others still improve"
     row = claim(run_claims(peaks=[peak_table({"A": OVERFIT, "B": RISING})]), text)
     assert row.holds
-    assert row.measured == ("validation recall@1, run 1: over-fitted A (-0.100); still improving B: both "
-                            "on 1 of 1 seed")
+    assert row.measured == ("validation recall@1, run 1: A fell below its peak (epoch 2) by epoch 4 "
+                            "(-0.100 by the end) while B (peak 8) still improved: on 1 of 1 seed")
+    # B stopped rising before A fell: not "while"
+    early = peak_table({"A": [0.5, 0.6, 0.6, 0.45], "B": [0.3, 0.4, 0.4, 0.4]})
+    assert not claim(run_claims(peaks=[early]), text).holds
 
 
 def test_a_flat_domain_is_not_still_improving():
     # the known defect: both peak at epoch 2, A drops 0.05, B stays flat -> does not hold
     t = peak_table({"A": [0.5, 0.45, 0.45], "B": [0.5, 0.5, 0.5]})
     row = claim(run_claims(peaks=[t]), "in naive fusion, some domains over-fit while others still improve")
-    assert not row.holds and "still improving none" in row.measured
+    assert not row.holds and "while no other domain still improved" in row.measured
 
 
 def test_overfit_claim_needs_a_majority_of_seeds_and_says_when_the_run_was_too_short():
@@ -451,3 +454,19 @@ def test_summary_uses_the_sample_std_and_no_plus_minus_for_one_seed():
     assert table.loc["naive", "B"] == "0.400 ± 0.000"
     assert table.loc["distill:kl", "A"] == "0.700"
     assert table.columns.name == "recall@1 (mean ± std over 1–2 seeds)"
+
+
+def test_regime_summary_states_start_sizes_and_how_often_each_domain_is_revisited():
+    from types import SimpleNamespace
+
+    sizes = pd.DataFrame([{"domain": "orl", "train_images": 160}, {"domain": "glyphs", "train_images": 1920}])
+    pretrained = SimpleNamespace(backbone="efficientnet_lite0", weights="imagenet", image_size=64,
+                                 trainable_stages=0, cache_features=True, p=16, k=4, batches_per_domain=10)
+    text = report.regime_summary(pretrained, sizes)
+    assert "ImageNet-pretrained efficientnet_lite0 at 64 px; the whole trunk is frozen" in text
+    assert "from orl (160 training images) to glyphs (1920): 12.0x apart" in text
+    assert "orl 4.0x, glyphs 0.3x" in text and "orl is revisited 12x as often as glyphs" in text
+    scratch = SimpleNamespace(backbone="small_cnn", weights=None, image_size=32, trainable_stages=-1,
+                              cache_features=True, p=16, k=4, batches_per_domain=0)
+    text = report.regime_summary(scratch, sizes)
+    assert "small_cnn trained from scratch" in text and "take turns, 16 batches each" in text

@@ -281,3 +281,15 @@ def test_multi_domain_sampler_follows_dynamic_weights():
     assert [d for d, _ in s].count("a") == 7
     with pytest.raises(ValueError, match="unknown domain"):
         s.set_weights({"z": 1.0})
+
+
+def test_a_fixed_number_of_batches_per_domain_equalises_budgets():
+    """With batches_per_domain=N every domain gets N batches per epoch, whatever its size and
+    whether it is trained alone (a specialist) or with the others (naive fusion, a student)."""
+    labels = {"big": np.repeat(np.arange(40), 10), "small": np.repeat(np.arange(6), 3)}
+    together = MultiDomainBatchSampler(labels, p=4, k=2, batches_per_domain=5)
+    assert [d for d, _ in together].count("small") == 5 and len(together) == 10
+    alone = MultiDomainBatchSampler({"small": labels["small"]}, p=4, k=2, batches_per_domain=5)
+    assert len(alone) == 5
+    natural = MultiDomainBatchSampler({"small": labels["small"]}, p=4, k=2)
+    assert len(natural) == 2  # 18 images // 8 per batch

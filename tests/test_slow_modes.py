@@ -21,7 +21,7 @@ EPOCHS = 4
 
 
 def test_every_mode_on_the_mini_suite(data_root):
-    domains = load_domains("mini", data_root, per_domain={"fashion": {"max_per_class": 300}})
+    domains = load_domains("scratch", data_root, per_domain={"fashion": {"max_per_class": 300}})
     rows = []
 
     def record(model_name, method, result):

@@ -67,7 +67,7 @@ def test_sweep_table_and_summary(finished_sweep):
     assert sorted(table["kl.temperature"].unique()) == [0.05, 0.5]
     kl = table[(table.method == "kl") & (table.metric == "recall@1")
                & ~table.domain.str.startswith("merged:")]
-    assert len(kl) == 2 * 4  # two points x (three domains + the merged index)
+    assert len(kl) == 2 * 5  # two points x (four domains + the merged index)
     assert (out / "summary.html").read_text().count("<img") == 4
     assert (out / "points" / "kl.temperature=0.05,distill_methods=kl,seed=0" / "results.csv").is_file()
 
@@ -120,7 +120,7 @@ def test_temperature_sweep_of_the_issue(tmp_path, data_root):
     table = pd.read_csv(tmp_path / "sweep.csv")
     kl = table[(table.method == "kl") & (table.metric == "recall@1")
                & ~table.domain.str.startswith("merged")]
-    assert len(kl) == 4 * 2 * 3  # temperatures x seeds x domains
+    assert len(kl) == 4 * 2 * 4  # temperatures x seeds x domains
     assert kl.groupby("kl.temperature").seed.nunique().eq(2).all()
     assert kl.value.between(0, 1).all()
     others = table[(table.method == "distance_mse") & (table.metric == "recall@1")]

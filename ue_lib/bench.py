@@ -5,7 +5,8 @@
 
 ``eval`` times :func:`ue_lib.evaluate.retrieval_metrics` against a brute-force torch reference
 (full similarity rows in chunks) and, when installed, pytorch-metric-learning's AccuracyCalculator,
-on random clustered embeddings, and checks that the metric values agree.
+on random clustered embeddings (the implementations take turns, ``--repeat`` rounds, medians), checks
+that the metric values agree and prints the time ratios (ours / each other).
 """
 
 from __future__ import annotations
@@ -83,13 +84,19 @@ def _pml_metrics(embeddings: np.ndarray, labels: np.ndarray) -> dict[str, float]
     return {"recall@1": acc["precision_at_1"], "map@r": acc["mean_average_precision_at_r"]}
 
 
-def _time(fn: Callable[[], dict[str, float]], repeat: int) -> tuple[float, dict[str, float]]:
-    times = []
+def _time_interleaved(
+    runs: dict[str, Callable[[], dict[str, float]]], repeat: int
+) -> dict[str, tuple[list[float], dict[str, float]]]:
+    """Each run timed ``repeat`` times, round-robin (one of each per round), so that a shared
+    machine's load drifts across all of them alike. Returns {name: (seconds per round, result)}."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    results: dict[str, dict[str, float]] = {}
     for _ in range(repeat):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            results[name] = fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: (times[name], results[name]) for name in runs}
 
 
 def bench_eval(args: argparse.Namespace) -> None:
@@ -100,29 +107,39 @@ def bench_eval(args: argparse.Namespace) -> None:
         f"repeat={args.repeat} | torch threads={torch.get_num_threads()} "
         f"faiss omp threads={faiss.omp_get_max_threads()}"
     )
+    ours_name = "ue_lib.evaluate"
     runs = {
-        "ue_lib.evaluate (faiss)": lambda: retrieval_metrics(x, y, ks),
+        ours_name: lambda: retrieval_metrics(x, y, ks),
         "torch brute force": lambda: torch_bruteforce_metrics(x, y, ks),
     }
+    pml_name = None
     try:
         import pytorch_metric_learning
 
-        runs[f"pml AccuracyCalculator {pytorch_metric_learning.__version__}"] = lambda: (
-            _pml_metrics(x, y)
-        )
+        pml_name = f"pml AccuracyCalculator {pytorch_metric_learning.__version__}"
+        runs[pml_name] = lambda: _pml_metrics(x, y)
     except ImportError:
         print("pytorch_metric_learning not installed (pip install pytorch-metric-learning)")
 
     keys = [f"recall@{k}" for k in ks] + ["map@r", "mmp@5"]
-    results = {name: _time(fn, args.repeat) for name, fn in runs.items()}
+    results = _time_interleaved(runs, args.repeat)
     print(f"\n{'implementation':<34}{'median s':>10}" + "".join(f"{k:>10}" for k in keys))
     for name, (seconds, metrics) in results.items():
         cells = "".join(f"{metrics[k]:>10.4f}" if k in metrics else f"{'-':>10}" for k in keys)
-        print(f"{name:<34}{seconds:>10.3f}{cells}")
-    ours = results["ue_lib.evaluate (faiss)"][1]
-    for name, (_, metrics) in list(results.items())[1:]:
+        print(f"{name:<34}{statistics.median(seconds):>10.3f}{cells}")
+    ours_times, ours = results[ours_name]
+    for name, (_, metrics) in results.items():
+        if name == ours_name:
+            continue
         diff = max(abs(ours[k] - metrics[k]) for k in metrics)
         print(f"max |diff| vs {name}: {diff:.2e} (nonzero only through tie order)")
+    for name, (seconds, _) in results.items():
+        if name == ours_name:
+            continue
+        per_round = statistics.median(a / b for a, b in zip(ours_times, seconds))
+        goal = " (goal <= 0.5)" if name == pml_name else ""
+        print(f"time ours / {name}: {statistics.median(ours_times) / statistics.median(seconds):.3f} "
+              f"(ratio of medians; median of per-round ratios {per_round:.3f}){goal}")
 
 
 def _images_per_second(step: Callable[[int], None], batches: int, batch_size: int) -> float:
@@ -145,7 +162,7 @@ def bench_train(args: argparse.Namespace) -> None:
     from ue_lib.samplers import MultiDomainBatchSampler
     from ue_lib.train import TrainJob, train
 
-    domains = load_domains("mini", per_domain={"fashion": {"max_per_class": args.fashion_per_class}})
+    domains = load_domains("scratch", per_domain={"fashion": {"max_per_class": args.fashion_per_class}})
     print(f"torch threads={torch.get_num_threads()}; train images: "
           + ", ".join(f"{n} {len(d.train)}" for n, d in domains.items()))
     cfg = Profile(p=16, k=4, epochs_naive=args.epochs, epochs_distill=args.epochs, eval_every=10_000)

@@ -29,13 +29,12 @@ def _overrides(pairs: list[list[str]] | None) -> dict:
     return out
 
 
-def _spec(args: argparse.Namespace, out: str | None = None, models_dir: str = ""):
-    """The run specification of `ue run` / `ue train` / `ue sweep` (validated here, once)."""
+def _spec(args: argparse.Namespace, models_dir: str = ""):
+    """The run specification of `ue run` / `ue train` (validated here, once)."""
     from .spec import RunSpec
 
-    return RunSpec(profile=args.profile, out_dir=str(out or args.out), seed=getattr(args, "seed", 0),
-                   domains=args.domains or "", overrides=_overrides(getattr(args, "p", None)),
-                   models_dir=models_dir)
+    return RunSpec(profile=args.profile, out_dir=str(args.out), seed=args.seed,
+                   domains=args.domains or "", overrides=_overrides(args.p), models_dir=models_dir)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -82,15 +81,13 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .runner import check, format_check, record_baseline
+    from .check import check, format_check, record_baseline
 
     if args.record:
-        path = record_baseline(args.dir, args.baseline)
-        print(f"baseline recorded: {path}")
+        print(f"baseline recorded: {record_baseline(args.dir, args.baseline)}")
         return 0
-    ok, table = check(args.dir, args.baseline)
+    ok, table = check(args.dir, args.baseline, notebooks=args.notebooks, tolerance=args.tolerance)
     print(format_check(table, all_rows=args.all))
-    print("OK: every value within tolerance" if ok else "FAILED: see the rows above")
     return 0 if ok else 1
 
 
@@ -156,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--all", action="store_true", help="show every row, not only the failures")
     c.add_argument("--record", action="store_true",
                    help="write the baseline from this run instead of checking")
+    c.add_argument("--notebooks", nargs="+", metavar="NB",
+                   help="compare only these notebooks' rows (after `ue run --only`), e.g. 03")
+    c.add_argument("--tolerance", default=None,
+                   help="a named tolerance instead of the baseline's own: exact (same machine), "
+                        "cross-machine (see docs/regression-check.md)")
     c.set_defaults(func=_cmd_check)
 
     d = sub.add_parser("data", help="load domains (downloading when missing) and describe them")
@@ -170,14 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .config import Validated  # noqa: F401  (imports torch once, before timing starts)
+    from .check import CheckError
     from .data import DataError
     from .runner import RunError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DataError, RunError, ValueError, TypeError, FileNotFoundError) as exc:
+    except (CheckError, DataError, RunError, ValueError, TypeError, FileNotFoundError) as exc:
         print(f"ue {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -91,3 +91,6 @@ class ModelSettings(Validated):
     weights: str | None
     frozen_bn: bool
     channels: int
+    head_hidden: int
+    trainable_stages: int
+    cache_features: bool

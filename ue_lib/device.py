@@ -48,10 +48,12 @@ def memory_format(device: torch.device) -> torch.memory_format:
 
 
 def to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 images (B, C, H, W) -> float32 in [0, 1] on `device`, in its memory layout. The
-    conversion happens after the copy, so only a quarter of the bytes travel to a GPU."""
-    x = images.to(device, non_blocking=True).float().div_(255)
-    return x.contiguous(memory_format=memory_format(device))
+    """uint8 images (B, C, H, W) -> float32 in [0, 1] on `device`, in its memory layout (the
+    conversion happens after the copy, so only a quarter of the bytes travel to a GPU); float
+    inputs (cached trunk features, `ue_lib.features`) -> float32 unchanged."""
+    x = images.to(device, non_blocking=True)
+    x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+    return x.contiguous(memory_format=memory_format(device)) if x.dim() == 4 else x
 
 
 __all__ = ["AMP_MODES", "resolve_device", "amp_dtype", "autocast", "memory_format", "to_input"]

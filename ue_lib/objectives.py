@@ -40,7 +40,7 @@ from torch import nn
 
 from .data import Domain
 from .device import autocast, memory_format
-from .evaluate import embed
+from .evaluate import embed, model_inputs
 from .losses import make_distillation_loss, make_metric_loss
 from .profiles import Profile
 from .samplers import lag_weights
@@ -238,7 +238,8 @@ class Distillation(Objective):
                 self.method, student_dim=setup.embedding_dim, teacher_dim=t_dim, **p.loss(self.method))
             if not p.augment:  # inputs never change: embed the training set once
                 self.cache[name] = torch.from_numpy(embed(
-                    teacher, d.train.images, p.eval_batch_size, amp=p.amp)).to(setup.device)
+                    teacher, model_inputs(teacher, d.train), p.eval_batch_size, amp=p.amp)
+                ).to(setup.device)
         self.teacher_val: dict[str, float] = {}
         if self.domain_schedule == "dynamic":  # the teachers' own validation scores, once
             self.teacher_val = {n: setup.evaluate(self.teachers[n], {n: d}, "val")[n][

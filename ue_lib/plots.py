@@ -10,7 +10,7 @@ import torch
 from matplotlib.ticker import MaxNLocator
 
 from .data import Domain
-from .evaluate import embed
+from .evaluate import embed, model_inputs
 from .losses import squared_distances
 
 sns.set_theme(style="whitegrid", context="notebook")
@@ -85,7 +85,7 @@ def retrieval_gallery(model: torch.nn.Module, domain: Domain, n_queries: int = 5
                       seed: int = 0, title: str = ""):
     """Queries from the test split (left) and their top-`top` neighbours; green = same class."""
     split = domain.test
-    emb = torch.from_numpy(embed(model, split.images))
+    emb = torch.from_numpy(embed(model, model_inputs(model, split)))
     sims = emb @ emb.T
     sims.fill_diagonal_(-float("inf"))
     queries = np.random.default_rng(seed).choice(len(split), n_queries, replace=False)
@@ -103,20 +103,22 @@ def retrieval_gallery(model: torch.nn.Module, domain: Domain, n_queries: int = 5
 
 
 def distance_distributions(teacher: torch.nn.Module, students: dict[str, torch.nn.Module],
-                           images: np.ndarray, loss, anchors: int = 3, batch: int = 64,
+                           split, loss, anchors: int = 3, batch: int = 64,
                            seed: int = 0, title: str = ""):
-    """For a few anchors of one batch: the teacher's distribution over its candidates (p) and
-    each student's (q), candidates sorted by teacher distance — what the distribution loss
-    `loss` (a `DistributionDistillationLoss`, which computes them) matches."""
+    """For a few anchors of one batch of `split`: the teacher's distribution over its candidates
+    (p) and each student's (q), candidates sorted by teacher distance — what the distribution
+    loss `loss` (a `DistributionDistillationLoss`, which computes them) matches."""
     rng = np.random.default_rng(seed)
-    x = images[rng.choice(len(images), min(batch, len(images)), replace=False)]
+    idx = rng.choice(len(split), min(batch, len(split)), replace=False)
+    emb = {n: torch.from_numpy(embed(m, model_inputs(m, split)[idx]))
+           for n, m in {"teacher": teacher, **students}.items()}
     fig, axes = plt.subplots(1, anchors, figsize=(4.2 * anchors, 3.4), squeeze=False, sharey=True)
     with torch.no_grad():
-        p = loss.distributions(torch.from_numpy(embed(teacher, x))).numpy()
-        q = {n: loss.distributions(torch.from_numpy(embed(m, x))).numpy() for n, m in students.items()}
-        d_t = squared_distances(torch.from_numpy(embed(teacher, x))).numpy()
+        p = loss.distributions(emb["teacher"]).numpy()
+        q = {n: loss.distributions(emb[n]).numpy() for n in students}
+        d_t = squared_distances(emb["teacher"]).numpy()
     for a, ax in enumerate(axes[0]):
-        others = np.delete(np.arange(len(x)), a)  # column j of row a is candidate others[j]
+        others = np.delete(np.arange(len(idx)), a)  # column j of row a is candidate others[j]
         order = np.argsort(d_t[a, others], kind="stable")
         ax.plot(p[a, order], color="black", linewidth=2.5, label="teacher (p)")
         for name, dist in q.items():
@@ -138,7 +140,7 @@ def projection(model: torch.nn.Module, domains: dict[str, Domain], per_domain: i
     points, names = [], []
     for name, d in domains.items():
         idx = rng.choice(len(d.test), min(per_domain, len(d.test)), replace=False)
-        points.append(embed(model, d.test.images[idx]))
+        points.append(embed(model, model_inputs(model, d.test)[idx]))
         names += [name] * len(idx)
     x = np.concatenate(points)
     x = x - x.mean(0)

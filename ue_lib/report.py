@@ -161,6 +161,47 @@ def _setting_label(v) -> str:
     return str(v)
 
 
+# ---------------------------------------------------------------- the regime (notebook 01)
+
+def regime_summary(profile, sizes: pd.DataFrame) -> str:
+    """Notebook 01: this run's regime in words, from its settings and domain sizes (`sizes`:
+    `Domain.summary()` rows). Says how the network starts, what trains, and how often each
+    domain's training images are revisited per epoch -- the reason small domains over-fit first."""
+    t = sizes.set_index("domain").train_images.astype(int)
+    batch = profile.p * profile.k
+    if profile.weights:
+        frozen = ("the whole trunk is frozen and only the head trains" if profile.trainable_stages == 0
+                  else f"all but its last {profile.trainable_stages} stage(s) are frozen"
+                  if profile.trainable_stages > 0 else "all of it is fine-tuned")
+        start = (f"an ImageNet-pretrained {profile.backbone} at {profile.image_size} px; {frozen}"
+                 + (" (the frozen part's outputs are computed once and cached)"
+                    if profile.trainable_stages >= 0 and profile.cache_features else ""))
+    else:
+        start = f"a {profile.backbone} trained from scratch at {profile.image_size} px"
+    natural = {d: int(n) // batch for d, n in t.items()}
+    # naive fusion's batches per domain per epoch (round robin: the mean natural count)
+    per_epoch = profile.batches_per_domain or max(1, int(np.floor(np.mean(list(natural.values())) + 0.5)))
+    passes = {d: per_epoch * batch / t[d] for d in t.index}
+    big, small = t.idxmax(), t.idxmin()
+    lines = [f"- **Start:** {start}.",
+             f"- **Domains:** {len(t)}, from {small} ({t[small]} training images) to {big} "
+             f"({t[big]}): {_num(t[big] / t[small], 1)}x apart.",
+             "- **Budget:** " + (f"every model sees {profile.batches_per_domain} batches of {batch} "
+                                 f"images of each domain per epoch"
+                                 if profile.batches_per_domain else
+                                 f"a specialist's epoch is its domain's own number of batches (size / "
+                                 f"{batch}); in naive fusion the domains take turns, {per_epoch} "
+                                 f"batches each")
+             + "; in naive fusion each domain's training images are seen per epoch: "
+             + ", ".join(f"{d} {_num(v, 1)}x" for d, v in sorted(passes.items(), key=lambda kv: -kv[1]))
+             + "."]
+    if passes[small] > 1.5 * passes[big]:
+        lines.append(f"- So in naive fusion {small} is revisited {_num(passes[small] / passes[big], 0)}x "
+                     f"as often as {big}: a small domain can be memorised while a large one still "
+                     f"has new images to learn from.")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------- learning curves
 
 def _curve(epochs: np.ndarray, values: np.ndarray, rules: Rules) -> dict:
@@ -171,10 +212,14 @@ def _curve(epochs: np.ndarray, values: np.ndarray, rules: Rules) -> dict:
     still = bool(tied[-1] and (len(values) <= k or not tied[-1 - k]))
     drop = top - values[-1]
     overfits = bool(drop > rules.overfit_drop + _EPS)
+    peak_at = int(np.flatnonzero(tied)[-1])
+    below = np.flatnonzero(values[peak_at:] < top - rules.overfit_drop - _EPS)
     gaps = np.diff(epochs)
-    return {"peak_epoch": int(epochs[tied][-1]), "first_peak_epoch": int(epochs[tied][0]),
+    return {"peak_epoch": int(epochs[peak_at]), "first_peak_epoch": int(epochs[tied][0]),
             "peak": float(top), "last_epoch": int(epochs[-1]), "last": float(values[-1]),
             "drop_after_peak": float(drop), "overfits": overfits, "still_improving": still,
+            # first evaluation after the peak that is more than overfit_drop below it (or None)
+            "overfit_epoch": int(epochs[peak_at + below[0]]) if overfits and len(below) else None,
             "status": "over-fits" if overfits else "still improving" if still else "levelled off",
             "eval_interval": int(pd.Series(gaps).mode().min()) if len(gaps) else 1}
 
@@ -431,22 +476,31 @@ def _spread_claim(named_peaks, metric, min_spread, rules) -> dict:
                 f"the peaks span at least {min_spread} epochs on a majority of seeds", _majority(flags))
 
 
+def _rising_while(t: pd.DataFrame, over) -> pd.DataFrame:
+    """The domains (other than `over`) that had not yet reached their peak when `over` had
+    clearly over-fitted: their first epoch within the tie tolerance of their maximum is later."""
+    return t[(t.domain != over.domain) & (t.first_peak_epoch > over.overfit_epoch)]
+
+
 def _overfit_claim(named_peaks, metric, rules) -> dict:
     parts, flags = [], []
     for name, t in named_peaks:
-        over, rising = t[t.overfits], t[t.still_improving & ~t.overfits]
-        flags.append(len(over) > 0 and len(rising) > 0)
-        drops = ", ".join(f"{r.domain} ({_signed(-r.drop_after_peak)})" for r in over.itertuples())
-        parts.append(f"{name}: over-fitted {drops or 'none'}; still improving "
-                     f"{', '.join(rising.domain) or 'none'}")
+        pairs = [(o, _rising_while(t, o)) for o in t[t.overfits].itertuples()]
+        flags.append(any(len(r) for _, r in pairs))
+        said = [f"{o.domain} fell below its peak (epoch {o.peak_epoch}) by epoch {int(o.overfit_epoch)} "
+                f"({_signed(-o.drop_after_peak)} by the end) while "
+                + (", ".join(f"{r.domain} (peak {r.first_peak_epoch})" for r in rising.itertuples())
+                   or "no other domain") + " still improved" for o, rising in pairs]
+        parts.append(f"{name}: " + ("; ".join(said) if said else "no domain over-fitted"))
     if named_peaks and all(t.still_improving.all() for _, t in named_peaks):
         measured = ("every domain was still improving at its last evaluation on every seed: the run "
                     "was too short to test over-fitting")
     else:
-        measured = f"validation {metric}, {'; '.join(parts)}: both on {_of_seeds(sum(flags), len(flags))}"
-    rule = (f"a domain over-fits when its last value is more than {_num(rules.overfit_drop)} below its "
-            f"peak, and {_improving_rule(rules)}; on a majority of seeds one domain over-fits while "
-            f"another still improves")
+        measured = f"validation {metric}, {'; '.join(parts)}: on {_of_seeds(sum(flags), len(flags))}"
+    rule = (f"a domain over-fits when it ends more than {_num(rules.overfit_drop)} below its peak; "
+            f"another still improves while it does when that one first comes within "
+            f"{_num(rules.tie_tolerance)} of its own maximum only after the first domain has fallen "
+            f"more than {_num(rules.overfit_drop)} below its peak; on a majority of seeds")
     return _row("in naive fusion, some domains over-fit while others still improve", measured, rule,
                 _majority(flags))
 

@@ -28,9 +28,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data import Domain, load_domain
+from .config import ModelSettings
+from .data import Domain, load_domains
 from .evaluate import evaluate_merged
+from .features import FeatureStore, attach_features
 from .io import RESULT_COLUMNS, atomic_write_text, save_figure, slug
+from .models import build_trunk, split_stage, trunk_key
 from .objectives import Distillation, NaiveFusion, Objective, Specialist
 from .profiles import Profile
 from .spec import RunSpec
@@ -47,6 +50,7 @@ class RunFolder:
     rows: list[dict] = field(default_factory=list)
     _domains: dict[tuple, dict[str, Domain]] = field(default_factory=dict, repr=False)
     _models: dict[tuple, TrainResult] = field(default_factory=dict, repr=False)
+    _stores: dict[str, FeatureStore] = field(default_factory=dict, repr=False)
 
     @classmethod
     def open(cls, notebook: str, spec: RunSpec, progress: bool = True) -> RunFolder:
@@ -82,13 +86,26 @@ class RunFolder:
 
     # ---- data
     def domains(self, seed: int | None = None, profile: Profile | None = None) -> dict[str, Domain]:
-        """The profile's domains. Splits depend on the seed, so each seed has its own."""
+        """The profile's domains. Splits depend on the seed, so each seed has its own. With a
+        frozen pretrained trunk, every split also carries the trunk's cached outputs
+        (`ue_lib.features`: computed once per image and run folder, kept in `features/`)."""
         p, seed = profile or self.profile, self.seed if seed is None else seed
-        key = (seed, json.dumps(p.group("data"), sort_keys=True, default=str))
+        settings = ModelSettings.part_of(p)
+        cached = split_stage(settings) is not None and settings.cache_features
+        trunk = trunk_key(settings, p.image_size) if cached else None
+        key = (seed, json.dumps(p.group("data"), sort_keys=True, default=str), trunk)
         if key not in self._domains:
-            self._domains[key] = {name: load_domain(name, **p.data_kwargs(name, seed))
-                                  for name in p.domain_names}
+            domains = load_domains(p.domain_names, **p.data_kwargs(seed))
+            if cached:
+                store = self._stores.setdefault(trunk, FeatureStore(self.features_root, p.eval_batch_size))
+                attach_features(domains, store, build_trunk(settings), trunk)
+            self._domains[key] = domains
         return self._domains[key]
+
+    @property
+    def features_root(self) -> Path:
+        """Where cached trunk features are kept: beside the models (shared like them)."""
+        return self.models_root.parent / "features"
 
     # ---- models
     def train(self, objective: Objective, domains: dict[str, Domain], seed: int,
@@ -99,7 +116,10 @@ class RunFolder:
         key = (objective.folder, name, job.fingerprint)
         if key not in self._models:
             folder = self.models_root / objective.folder / f"{name}-{job.fingerprint[:10]}"
-            self._models[key] = train(job, out_dir=folder, progress=self.progress)
+            result = train(job, out_dir=folder, progress=self.progress)
+            if self.progress:
+                print(model_line(f"{objective.folder} {name}", result, objective.epochs))
+            self._models[key] = result
         return self._models[key]
 
     def specialists(self, seed: int | None = None, profile: Profile | None = None
@@ -157,6 +177,17 @@ class RunFolder:
 
     def savefig(self, fig, name: str) -> Path:
         return save_figure(fig, self.out_dir / "figures" / self.notebook / f"{name}.png")
+
+
+def model_line(name: str, result: TrainResult, epochs: int) -> str:
+    """One line per model: 'naive seed0: trained 30 epochs in 25 s; selected epoch 17 of 30 (val
+    recall@1 0.853)' (or 'found' when it was loaded finished from its folder)."""
+    f = result.final
+    val = f[(f.split == "val") & (f.metric == "recall@1")].value.mean()
+    done = f"trained {epochs} epochs in {result.seconds:.0f} s" if result.seconds else "found"
+    last = " (its last: still improving)" if result.best_epoch == epochs else ""
+    return (f"{name}: {done}; selected epoch {result.best_epoch} of {epochs}{last}, mean val "
+            f"recall@1 {val:.3f}")
 
 
 def repeat_over_seeds(folder: RunFolder, seeds: list[int], methods: list[str], rules=None

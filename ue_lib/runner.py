@@ -4,11 +4,13 @@ import torch, this process does not (`ue check` compares the results: `ue_lib.ch
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
 import platform
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -60,7 +62,8 @@ def _versions() -> dict:
         except PackageNotFoundError:
             return None
 
-    return {"python": platform.python_version(), "machine": platform.platform(),
+    return {"python": platform.python_version(), "machine": platform.platform(), "cpu": _cpu(),
+            "cpu_count": os.cpu_count(),
             **{name: of(name) for name in ("torch", "torchvision", "faiss-cpu", "numpy",
                                            "papermill", "ue_lib")}}
 
@@ -108,6 +111,44 @@ def _data_root_for_kernels():
             os.environ[ENV_VAR] = before
 
 
+@functools.cache
+def _quiet_kernel_manager():
+    """jupyter_client's KernelManager, minus the SIGINT it sends before every shutdown request:
+    a kernel still answering papermill's closing kernel_info_request logs 'ERROR |
+    KeyboardInterrupt caught in kernel' for it (measured: 7 of 29 runs over IPC, which makes the
+    race frequent; 0 of 22 with this). Our kernels are idle when they are shut down."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class QuietKernelManager(AsyncKernelManager):
+        async def _async_interrupt_kernel(self) -> None:
+            if not self.shutting_down:
+                await super()._async_interrupt_kernel()
+
+    return QuietKernelManager
+
+
+def execute_notebook(src: Path, dst: Path, **kwargs):
+    """papermill's execute_notebook with the kernel on Unix sockets (IPC) in a private temporary
+    folder instead of localhost TCP ports: nobody else can connect, and ipykernel no longer warns
+    'Kernel is running over TCP without encryption'."""
+    import papermill as pm
+    from traitlets.config import Config
+
+    with tempfile.TemporaryDirectory(prefix="ue-kernel-") as sockets:
+        ipc = Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(sockets, "kernel")}})
+        return pm.execute_notebook(str(src), str(dst), kernel_manager_class=_quiet_kernel_manager(),
+                                   config=ipc, **kwargs)
+
+
+def _cpu() -> str:
+    """The CPU model (numbers differ between CPUs: docs/regression-check.md)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def _run_notebooks(books: list[Path], spec: RunSpec, notebooks: Path, log) -> pd.DataFrame:
     import papermill as pm
 
@@ -130,8 +171,8 @@ def _run_notebooks(books: list[Path], spec: RunSpec, notebooks: Path, log) -> pd
         log(f"[{i}/{len(books)}] {book.stem}: running …")
         start = time.perf_counter()
         try:
-            pm.execute_notebook(str(book), str(executed), parameters=params, kernel_name="python3",
-                                progress_bar=False, cwd=str(out), log_output=False)
+            execute_notebook(book, executed, parameters=params, kernel_name="python3",
+                             progress_bar=False, cwd=str(out), log_output=False)
         except pm.PapermillExecutionError as exc:
             raise RunError(f"notebook {book.stem} failed in cell {exc.exec_count} "
                            f"(execution count): {exc.ename}: {exc.evalue}\n"

@@ -255,6 +255,9 @@ class MultiDomainBatchSampler(Sampler[tuple[str, list[int]]]):
         k: Images per class.
         schedule: One of :data:`SCHEDULES`.
         seed: Non-negative base seed.
+        batches_per_domain: When > 0, every domain counts as having this many batches per
+            epoch (instead of its natural count), so a specialist, naive fusion and a student
+            trained for the same number of epochs see the same number of batches of each domain.
         rank, world_size: Multi-process training (``ue_lib.distributed``): every rank draws the
             same schedule and batches, and yields its own share of each batch, whole classes
             ``rank, rank + world_size, ...`` of its P classes (so every rank still sees K images
@@ -270,6 +273,7 @@ class MultiDomainBatchSampler(Sampler[tuple[str, list[int]]]):
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        batches_per_domain: int = 0,
     ) -> None:
         super().__init__()
         if not labels_by_domain:
@@ -295,9 +299,11 @@ class MultiDomainBatchSampler(Sampler[tuple[str, list[int]]]):
                     f"{' (all the classes it has)' if s.p < s.requested_p else ''} cannot be "
                     f"shared evenly by {self.world_size} processes; choose P (the `p` setting) "
                     f"divisible by the number of processes")
-        #: Natural batches per epoch of each domain (``num_samples // batch_size``).
+        #: Batches per epoch of each domain before the schedule: its natural count
+        #: (``num_samples // batch_size``), or ``batches_per_domain`` for every domain when > 0.
         self.batches_per_domain = {
-            name: s.num_samples // s.batch_size for name, s in self.samplers.items()
+            name: batches_per_domain or s.num_samples // s.batch_size
+            for name, s in self.samplers.items()
         }
         self.epoch = 0
         #: Per-domain weights of the ``"dynamic"`` schedule (set by the training loop).

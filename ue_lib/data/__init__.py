@@ -6,8 +6,10 @@
 
 Names: the `mini` suite (`omniglot`, `fashion`, `glyphs`), the `paper` suite (`cub`, `cars`,
 `sop`, `inshop`: the deep-metric-learning benchmarks, read from their official layouts and never
-downloaded, see `ue_lib.data.benchmarks`) and `folder:<path>` for an ImageFolder-style tree of
-your own.
+downloaded, see `ue_lib.data.benchmarks`), `clipart` (curated Open Clip Art drawings, read from
+Debian's openclipart-svg package and rendered once into the user cache, see
+`ue_lib.data.clipart`), `orl` (the ORL / AT&T faces: 40 identities, see `ue_lib.data.orl`) and
+`folder:<path>` for an ImageFolder-style tree of your own.
 """
 
 from __future__ import annotations
@@ -17,16 +19,20 @@ from pathlib import Path
 from . import benchmarks
 from . import folder as folder_module
 from .benchmarks import load_cars, load_cub, load_inshop, load_sop
+from .clipart import load_clipart
 from .core import DataCorruptError, DataError, DataNotFoundError, Domain, Split, resolve_data_root
 from .fashion import load_fashion
 from .files import ImageFiles
 from .folder import load_folder
 from .glyphs import load_glyphs
 from .omniglot import load_omniglot
+from .orl import load_orl
 
 LOADERS = {"omniglot": load_omniglot, "fashion": load_fashion, "glyphs": load_glyphs,
-           "cub": load_cub, "cars": load_cars, "sop": load_sop, "inshop": load_inshop}
-SUITES = {"mini": ("omniglot", "fashion", "glyphs"), "paper": ("cub", "cars", "sop", "inshop")}
+           "cub": load_cub, "cars": load_cars, "sop": load_sop, "inshop": load_inshop,
+           "clipart": load_clipart, "orl": load_orl}
+SUITES = {"mini": ("clipart", "fashion", "glyphs", "omniglot", "orl"),
+          "scratch": ("omniglot", "fashion", "glyphs"), "paper": ("cub", "cars", "sop", "inshop")}
 FOLDER_PREFIX = "folder:"
 
 __all__ = ["DataCorruptError", "DataError", "DataNotFoundError", "Domain", "ImageFiles", "Split",
@@ -54,8 +60,9 @@ def parse_domains(spec: str | list[str] | tuple[str, ...]) -> list[str]:
 def check_domain(name: str, root=None, download: bool = True) -> None:
     """Make sure a domain's files are there (downloading them when allowed) without reading
     the images: a quick check before a long run, raising the loaders' named errors. The
-    `paper` benchmarks are never downloaded: for them `download` is ignored."""
-    from . import fashion, omniglot
+    `paper` benchmarks and `clipart` are never downloaded: for them `download` is ignored.
+    (`orl`'s small zip is checked by its content, which reads its images.)"""
+    from . import clipart, fashion, omniglot, orl
     from .core import ensure_files
 
     (name,) = parse_domains([name])
@@ -67,6 +74,13 @@ def check_domain(name: str, root=None, download: bool = True) -> None:
         return
     if name in benchmarks.SOURCES:  # index files and image folders; the images are not read
         benchmarks.require_files(name, root)
+        return
+    if name == "clipart":  # the .deb, an unpacked tree or the installed package
+        clipart.find_source(root)
+        clipart.renderer_name()  # resvg-py is needed unless the renders are cached
+        return
+    if name == "orl":
+        orl.read_faces(orl.ensure_zip(root, download))
         return
     module = {"omniglot": omniglot, "fashion": fashion}.get(name)
     if module is not None:

@@ -36,6 +36,7 @@ paths only, decoded (and, for training, randomly cropped and flipped) per batch 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .core import (
     DataCorruptError,
@@ -331,7 +332,7 @@ def read_images(paths: np.ndarray, name: str, image_size: int, channels: int) ->
     """Decode image files into uint8 (N, C, H, W); a missing or unreadable file is named."""
     out = np.empty((len(paths), channels, image_size, image_size), dtype=np.uint8)
     for i, path in enumerate(tqdm(paths, desc=f"{name} images", leave=False,
-                                  disable=len(paths) < 2000)):
+                                  disable=len(paths) < 2000 or not sys.stderr.isatty())):
         try:
             with Image.open(path) as img:
                 img.load()

@@ -45,6 +45,8 @@ class Split:
     * ``paths``: (N,) the original image files, for file-backed (lazy) datasets and cropping.
     * ``is_query``: bool (N,) mask of a query/gallery protocol (query = ``is_query``, gallery =
       ``~is_query``); None means leave-one-out retrieval inside the split.
+    * ``features``: (N, C, h, w) float32 outputs of a frozen pretrained trunk, attached by
+      ``ue_lib.features.attach_features``; models that take features embed these.
     """
 
     images: np.ndarray
@@ -52,6 +54,7 @@ class Split:
     boxes: np.ndarray | None = None
     paths: np.ndarray | None = None
     is_query: np.ndarray | None = None
+    features: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8 or self.images.ndim != 4:
@@ -332,21 +335,47 @@ def domain_from_items(name: str, images: np.ndarray, labels: np.ndarray,
                       class_names: list[str], *, seed: int, test_fraction: float,
                       val_fraction: float, max_per_class: int | None,
                       max_classes: int | None, provenance: str, license: str,
-                      notes: dict | None = None) -> Domain:
-    """Build a class-disjoint Domain from all of a source's items (the usual case)."""
+                      notes: dict | None = None, paths=None) -> Domain:
+    """Build a class-disjoint Domain from all of a source's items (the usual case). `paths`
+    (optional, one per item) is kept in `Split.paths`, so per-item facts (a file's author, a
+    face's image number) can be looked up after the split."""
     rng = np.random.default_rng(seed)
     idx = subsample_classes(labels, max_classes, rng)
     idx = idx[subsample_per_class(labels[idx], max_per_class, rng)]
     images, labels = images[idx], labels[idx]
+    paths = None if paths is None else np.asarray(paths, dtype=object)[idx]
     train, val, test = class_disjoint_split(labels, test_fraction, val_fraction, rng)
     return Domain(
         name=name,
-        train=make_split(images, labels, train),
-        val=make_split(images, labels, val),
-        test=make_split(images, labels, test),
+        train=make_split(images, labels, train, paths=paths),
+        val=make_split(images, labels, val, paths=paths),
+        test=make_split(images, labels, test, paths=paths),
         class_names=class_names,
         split_rule="class-disjoint: test and val classes are never seen in training",
         provenance=provenance,
         license=license,
         notes=notes or {},
     )
+
+
+# ----------------------------------------------------------------------------- user cache
+
+CACHE_ENV_VAR = "UE_CACHE"
+
+
+def user_cache_dir(*parts: str) -> Path:
+    """Folder for files the project derives from the data (e.g. rendered images), never the
+    data root (which may be read-only): ``$UE_CACHE/ue_lib/<parts>``, else the platform's user
+    cache folder (``platformdirs.user_cache_dir("ue_lib")``, ~/.cache/ue_lib on Linux), else
+    ``~/.cache/ue_lib``. Not created here."""
+    env = os.environ.get(CACHE_ENV_VAR, "")
+    if env:
+        base = Path(env).expanduser() / "ue_lib"
+    else:
+        try:
+            from platformdirs import user_cache_dir as _platform_cache_dir
+        except ImportError:
+            base = Path("~/.cache/ue_lib").expanduser()
+        else:
+            base = Path(_platform_cache_dir("ue_lib", appauthor=False))
+    return base.joinpath(*parts)
