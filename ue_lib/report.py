@@ -146,7 +146,7 @@ def _named(tables: Sequence[pd.DataFrame] | Mapping) -> list[tuple[str, pd.DataF
     return [(f"run {i + 1}", t) for i, t in enumerate(tables)]
 
 
-def _setting_label(v) -> str:
+def setting_label(v) -> str:
     """A swept value as a label: 'None' for None/NaN, '4' for 4, 4.0 and '4.0', else str(v)."""
     if v is None or (isinstance(v, float) and np.isnan(v)):
         return "None"
@@ -155,7 +155,7 @@ def _setting_label(v) -> str:
             f = float(v)
         except ValueError:
             return v
-        return _setting_label(f) if np.isfinite(f) else v
+        return setting_label(f) if np.isfinite(f) else v
     if isinstance(v, (float, np.floating)) and float(v).is_integer():
         return str(int(v))
     return str(v)
@@ -581,7 +581,7 @@ def distillation_summary(table: pd.DataFrame, methods: list[str], domains: list[
 
 def _sweep(table: pd.DataFrame, knob: str, metric: str) -> pd.DataFrame:
     t = table[(table.metric == metric) & ~table.domain.astype(str).str.startswith("merged")]
-    return t.assign(**{knob: t[knob].map(_setting_label)})
+    return t.assign(**{knob: t[knob].map(setting_label)})
 
 
 def ablation_table(table: pd.DataFrame, knob: str, values: list, metric: str = "recall@1"
@@ -589,7 +589,7 @@ def ablation_table(table: pd.DataFrame, knob: str, values: list, metric: str = "
     """Per setting of `knob` (rows in the order of `values`): per domain 'mean ± std' over seeds
     and, in 'all domains', the per-seed mean over domains summarised the same way."""
     t = _sweep(table, knob, metric)
-    order = [_setting_label(v) for v in values]
+    order = [setting_label(v) for v in values]
     shown = (t.groupby([knob, "domain"], sort=False).value.agg(_mean_std).unstack("domain")
              .reindex(index=order, columns=list(dict.fromkeys(t.domain))))
     by_seed = t.groupby([knob, "seed"]).value.mean()
@@ -606,7 +606,7 @@ def ablation_sentence(table: pd.DataFrame, knob: str, values: list, metric: str 
     t = _sweep(table, knob, metric)
     if t.empty:
         return f"**{knob}**: no {metric} results to compare."
-    order = [_setting_label(v) for v in values]
+    order = [setting_label(v) for v in values]
     order += [v for v in dict.fromkeys(t[knob]) if v not in order]
     average = t.groupby([knob, "seed"]).value.mean().groupby(level=knob).mean().reindex(order).dropna()
     best, worst = average.idxmax(), average.idxmin()
@@ -627,7 +627,7 @@ def ablation_rows(table: pd.DataFrame, knob: str, notebook: str) -> pd.DataFrame
     is named without the loss), so notebook 05's results keep which setting each came from."""
     model = table["model"] if "model" in table else pd.Series("distill", index=table.index)
     method = (table["method"] if "method" in table else pd.Series("kl", index=table.index)).astype(str)
-    names = [f"{m}[{knob.removeprefix(m + '.')}={_setting_label(v)}]" for m, v in zip(method, table[knob])]
+    names = [f"{m}[{knob.removeprefix(m + '.')}={setting_label(v)}]" for m, v in zip(method, table[knob])]
     out = pd.DataFrame({"notebook": notebook, "model": model, "method": names,
                         **{c: table[c] for c in RESULT_COLUMNS[3:]}}, index=table.index)
     return out[RESULT_COLUMNS].reset_index(drop=True)

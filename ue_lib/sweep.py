@@ -123,5 +123,8 @@ def read_sweep(sweep_dir: str | Path) -> tuple[dict[str, list], pd.DataFrame]:
 
 
 def setting_labels(values: pd.Series) -> pd.Series:
-    """A swept parameter's values as labels ('None' for None), for grouping and plotting."""
-    return values.map(lambda v: "None" if v is None or (isinstance(v, float) and v != v) else str(v))
+    """A swept parameter's values as labels (`ue_lib.report.setting_label`: 'None' for None/NaN,
+    '4' for 4.0), for grouping and plotting, the same as the tables of notebook 05."""
+    from .report import setting_label
+
+    return values.map(setting_label)
