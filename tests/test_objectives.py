@@ -49,7 +49,7 @@ def test_a_toy_objective_trains_through_the_real_loop(tmp_path):
     assert result.config["objective"]["scale"] == 10.0
     # the finished model is found again, not retrained
     again = train(TrainJob(domains, CentroidObjective(TINY), seed=0), out_dir=tmp_path, progress=False)
-    assert again.seconds == 0.0 and again.best_epoch == result.best_epoch
+    assert again.loaded and again.seconds == result.seconds and again.best_epoch == result.best_epoch
 
 
 def test_each_objective_names_only_its_own_settings():

@@ -3,6 +3,9 @@ histories and results: for each claim a case where it holds and one where it doe
 
 from __future__ import annotations
 
+import shlex
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -161,12 +164,29 @@ def test_a_one_seed_win_needs_more_than_min_gain():
 
 def test_a_small_or_sign_changing_difference_is_not_a_win():
     cmp = report.compare(paired("specialist", "naive", {"A": [0.002, 0.0, 0.001],  # mean +0.001
-                                                        "B": [0.1, 0.1, -0.01]}),  # sign changes
+                                                        "B": [0.1, 0.1, -0.005]}),  # sign changes
                          "specialist", "naive")
-    assert list(cmp.outcome) == ["tie", "mixed"]
+    assert list(cmp.outcome) == ["tie", "mixed"]  # B: mean 0.065 > std 0.061, one seed negative
     assert cmp.loc["B", "positive"] == 2 and cmp.loc["B", "n"] == 3
-    assert cmp.loc["B", "std"] == pytest.approx(np.std([0.1, 0.1, -0.01], ddof=1))
+    assert cmp.loc["B", "std"] == pytest.approx(np.std([0.1, 0.1, -0.005], ddof=1))
     assert not cmp.win.any()
+
+
+def test_a_mean_difference_smaller_than_the_seed_spread_is_a_tie():
+    diffs = {"A": [0.05, -0.01],   # mean 0.020 > min_gain, but std 0.042: a tie, not "mixed"
+             "B": [0.03, 0.05],    # mean 0.040 > std 0.014: a win
+             "C": [-0.03, -0.05],  # the mirror: a loss
+             "D": [0.1, 0.1, -0.01]}  # mean 0.063 < std 0.0635: a tie
+    cmp = report.compare(paired("specialist", "naive", diffs), "specialist", "naive")
+    assert list(cmp.outcome) == ["tie", "win", "loss", "tie"]
+    assert list(cmp.win) == [False, True, False, False]
+    # one seed has no spread: only min_gain decides
+    one = report.compare(paired("specialist", "naive", {"A": [0.05], "B": [0.005]}), "specialist", "naive")
+    assert list(one.outcome) == ["win", "tie"]
+    assert report.beats_rule(Rules(), 2).endswith(
+        "(a mean within ±0.010, or smaller in size than the std over seeds of the paired differences, "
+        "is a tie)")
+    assert report.beats_rule(Rules(), 1).endswith("(a mean within ±0.010 is a tie; one seed has no spread)")
 
 
 def test_more_than_three_seeds_use_the_one_sided_confidence_bound():
@@ -177,10 +197,11 @@ def test_more_than_three_seeds_use_the_one_sided_confidence_bound():
         d = np.asarray(d)
         lower = d.mean() - stats.t.ppf(0.95, 4) * d.std(ddof=1) / np.sqrt(5)
         assert cmp.loc[domain, "lower"] == pytest.approx(lower)
-    assert list(cmp.outcome) == ["win", "mixed"]
+    assert list(cmp.outcome) == ["win", "tie"]  # B: mean 0.060 < std 0.130
     assert report.beats_rule(Rules(), 5) == (
         "wins on a majority of domains: mean paired gain > 0.010 and the one-sided 95% t lower "
-        "confidence bound of the mean gain > 0 (a mean within ±0.010 is a tie)")
+        "confidence bound of the mean gain > 0 (a mean within ±0.010, or smaller in size than the std "
+        "over seeds of the paired differences, is a tie)")
 
 
 def test_rows_are_paired_by_seed():
@@ -197,8 +218,8 @@ def test_comparison_sentence_states_wins_differences_ties_and_the_verdict():
     assert report.comparison_sentence(res, "specialist", "naive", domains=DOMAINS) == (
         "specialist beat naive on 1 of 3 domains in recall@1 (mean paired difference over 1 seed: "
         "A +0.050 (win), B +0.004 (tie), C +0.000 (tie)). By the rule (wins on a majority of domains: "
-        "mean paired gain > 0.010 and positive on every seed (a mean within ±0.010 is a tie)), "
-        "specialist does **not** beat naive.")
+        "mean paired gain > 0.010 and positive on every seed (a mean within ±0.010 is a tie; one seed "
+        "has no spread)), specialist does **not** beat naive.")
     two = paired("specialist", "naive", {"A": [0.05, 0.03], "B": [0.02, 0.04]})
     text = report.comparison_sentence(two, "specialist", "naive")
     assert "over 2 seeds: A +0.040 ± 0.014 (win), B +0.030 ± 0.014 (win)" in text
@@ -227,7 +248,8 @@ def test_beats_claims_hold_on_a_majority_of_won_domains(text, a, b):
     held = run([[0.03, 0.02], [0.05, 0.04], [-0.1, -0.1]])  # wins A and B
     assert held.holds and "2 of 3 domains" in held.measured
     assert held.rule == ("wins on a majority of domains: mean paired gain > 0.010 and positive on every "
-                         "seed (a mean within ±0.010 is a tie)")
+                         "seed (a mean within ±0.010, or smaller in size than the std over seeds of the "
+                         "paired differences, is a tie)")
     assert not run([[0.03, 0.02], [0.001, 0.001], [0.1, -0.01]]).holds  # a tie and a sign change
     assert not run([[0.03, 0.02], [0.002, 0.0], [-0.1, -0.1]]).holds
 
@@ -372,19 +394,63 @@ def test_naive_fusion_verdict_lines():
 
 # ---------------------------------------------------------------- notebook 03
 
-def test_distillation_summary():
+def summary03(**kw) -> list[str]:
     res = full_results()
     merged = results({"distill:kl": {"merged": [0.7]}, "distill:distance_mse": {"merged": [0.72]},
                       "naive": {"merged": [0.6]}})
     res = pd.concat([res, merged], ignore_index=True)
-    lines = report.distillation_summary(res, ["kl", "distance_mse"], DOMAINS).splitlines()
-    assert len(lines) == 3
-    assert lines[0].startswith("- distill:kl beat distill:distance_mse on 3 of 3 domains in recall@1")
-    assert lines[0].endswith("distill:kl **beats** distill:distance_mse.")
-    assert lines[1] == ("- Gap of the `kl` student to the specialists: mean gap to the specialists over "
-                        "1 seed: -0.010 (A: -0.010, B: -0.010, C: -0.010); close by the rule (the mean "
-                        "over domains of the seed-mean gap (kl - specialist) > -0.020).")
-    assert lines[2] == "- Merged index recall@1: distill:distance_mse 0.720, distill:kl 0.700, naive 0.600."
+    if kw.pop("without_naive", False):
+        res = res[res.model != "naive"]
+    return report.distillation_summary(res, ["kl", "distance_mse"], DOMAINS, **kw).splitlines()
+
+
+RULE1 = ("By the rule (wins on a majority of domains: mean paired gain > 0.010 and positive on every seed "
+         "(a mean within ±0.010 is a tie; one seed has no spread))")
+
+
+def test_distillation_summary_compares_every_student_with_naive_fusion():
+    lines = summary03()
+    assert lines == [
+        "- distill:kl beat distill:distance_mse on 3 of 3 domains in recall@1 (mean paired difference over "
+        f"1 seed: A +0.040 (win), B +0.040 (win), C +0.040 (win)). {RULE1}, distill:kl **beats** "
+        "distill:distance_mse.",
+        "- distill:kl beat naive on 3 of 3 domains in recall@1 (mean paired difference over 1 seed: "
+        f"A +0.090 (win), B +0.090 (win), C +0.090 (win)). {RULE1}, distill:kl **beats** naive.",
+        "- distill:distance_mse beat naive on 3 of 3 domains in recall@1 (mean paired difference over "
+        f"1 seed: A +0.050 (win), B +0.050 (win), C +0.050 (win)). {RULE1}, distill:distance_mse "
+        "**beats** naive.",
+        "- Gap of the `kl` student to the specialists: mean gap to the specialists over 1 seed: -0.010 "
+        "(A: -0.010, B: -0.010, C: -0.010); close by the rule (the mean over domains of the seed-mean "
+        "gap (kl - specialist) > -0.020).",
+        "- Merged index recall@1: distill:distance_mse 0.720, distill:kl 0.700, naive 0.600."]
+    assert summary03(without_naive=True)[1] == (
+        "- Naive fusion (the reference): no naive recall@1 rows in this table, so no student is compared "
+        "with it.")
+
+
+def test_a_collapsed_student_is_named_and_not_compared():
+    lines = summary03(flags={"distill:distance_mse": "best epoch 2 of 30"})
+    assert lines[0] == "- distill:distance_mse collapsed (best epoch 2 of 30): not compared with distill:kl."
+    assert lines[2] == "- distill:distance_mse collapsed (best epoch 2 of 30): not compared with naive."
+    assert lines[1].endswith("distill:kl **beats** naive.")  # the others are still compared
+    assert lines[4] == ("- Merged index recall@1: distill:distance_mse 0.720 (collapsed: best epoch 2 of "
+                        "30), distill:kl 0.700, naive 0.600.")
+    kl = summary03(flags={"distill:kl": "near chance: mean val recall@1 0.031 vs chance 0.020"})
+    assert kl[3] == ("- Gap of the `kl` student to the specialists: distill:kl collapsed (near chance: mean "
+                     "val recall@1 0.031 vs chance 0.020): not compared with specialist.")
+    # neither a win nor a loss: not in the comparison table's wins, and the claims do not hold
+    res = paired("distill:kl", "distill:darkrank", {"A": [0.3], "B": [-0.3]})
+    flags = {"distill:darkrank": "best epoch 2 of 30"}
+    cmp = report.compare(res, "distill:kl", "distill:darkrank", flags=flags)
+    assert list(cmp.outcome) == ["not compared"] * 2 and not cmp.win.any() and not report.beats(cmp)
+    assert report.wins_sentence(cmp, "distill:kl", "distill:darkrank", flags=flags) == (
+        "distill:darkrank collapsed (best epoch 2 of 30): not compared with distill:kl")
+    assert list(report.compare(res, "distill:kl", "distill:darkrank").outcome) == ["win", "loss"]
+    text = "distilling the specialists beats naive fusion"
+    row = claim(run_claims(flags={"distill:kl": "best epoch 2 of 30"}), text)
+    assert not row.holds and row.measured == ("distill:kl collapsed (best epoch 2 of 30): not compared "
+                                              "with naive")
+    assert claim(run_claims(), text).holds
 
 
 # ---------------------------------------------------------------- notebook 05
@@ -418,17 +484,42 @@ def test_ablation_table_orders_settings_and_shows_sample_std():
                                 [0.02, 0.05, 0.2])
     assert table.shape == one.shape and not one.apply(lambda c: c.str.contains("±")).any().any()
     assert one.loc["0.2", "B"] == "0.400"
+    assert one.columns.name == "recall@1 (mean over 1 seed)"
+    # one setting with one seed, the others with two: the header says so
+    mixed = sweep_table("temperature", SETTINGS)
+    mixed = mixed[~((mixed.temperature == 0.2) & (mixed.seed == 1))]
+    t = report.ablation_table(mixed, "temperature", [0.02, 0.05, 0.2])
+    assert t.loc["0.2", "A"] == "0.500" and t.loc["0.02", "A"] == "0.610 ± 0.014"
+    assert t.columns.name == "recall@1 (mean ± std over 1–2 seeds; n = 1: the mean alone)"
 
 
-def test_ablation_sentence():
-    t = sweep_table("temperature", SETTINGS)
+def with_map(table: pd.DataFrame, by_setting: dict) -> pd.DataFrame:
+    """`table` with its map@r values set per setting (same value for every domain and seed)."""
+    m = table.metric == "map@r"
+    return table.assign(value=np.where(m, table.temperature.map(by_setting), table.value))
+
+
+def test_ablation_sentence_reports_recall_and_map_and_whether_they_agree():
+    t = sweep_table("temperature", SETTINGS)  # map@r 0.1 for every setting
     assert report.ablation_sentence(t, "temperature", [0.02, 0.05, 0.2]) == (
-        "**temperature** (recall@1, 2 seeds): averaged over domains, the best setting was 0.05 (0.505) "
-        "and the worst 0.2 (0.455), a range of 0.050; best per domain: A 0.02, B 0.05.")
+        "**temperature** (2 seeds): recall@1 averaged over domains: the best setting was 0.05 (0.505) "
+        "and the worst 0.2 (0.455), a range of 0.050; best per domain: A 0.02, B 0.05. map@r averaged "
+        "over domains: from 0.100 to 0.100, a range of 0.000 (within 0.010: no setting is clearly "
+        "better); best per domain: A 0.02, B 0.02. map@r does not separate the settings: the best "
+        "setting rests on recall@1 alone.")
+    agree = report.ablation_sentence(with_map(t, {0.02: 0.2, 0.05: 0.3, 0.2: 0.1}), "temperature",
+                                     [0.02, 0.05, 0.2])
+    assert agree.endswith("recall@1 and map@r agree on the best setting (0.05).")
+    disagree = report.ablation_sentence(with_map(t, {0.02: 0.3, 0.05: 0.2, 0.2: 0.1}), "temperature",
+                                        [0.02, 0.05, 0.2])
+    assert disagree.endswith("recall@1 and map@r **disagree** on the best setting (recall@1: 0.05, "
+                             "map@r: 0.02).")
     close = {0.2: {"A": [0.5, 0.5]}, 0.02: {"A": [0.505, 0.505]}}
-    assert "(within 0.010: no setting is clearly better)" in report.ablation_sentence(
-        sweep_table("temperature", close, seeds=1), "temperature", [0.02, 0.2])
+    assert report.ablation_sentence(sweep_table("temperature", close, seeds=1), "temperature", [0.02, 0.2]
+                                    ).endswith("Neither recall@1 nor map@r separates the settings.")
     assert "no recall@1 results" in report.ablation_sentence(t.iloc[:0], "temperature", [0.02])
+    only = report.ablation_sentence(t[t.metric == "recall@1"], "temperature", [0.02, 0.05, 0.2])
+    assert only.endswith("best per domain: A 0.02, B 0.05.") and "map@r" not in only
 
 
 def test_ablation_rows():
@@ -453,7 +544,7 @@ def test_summary_uses_the_sample_std_and_no_plus_minus_for_one_seed():
     assert table.loc["naive", "A"] == "0.550 ± 0.071"
     assert table.loc["naive", "B"] == "0.400 ± 0.000"
     assert table.loc["distill:kl", "A"] == "0.700"
-    assert table.columns.name == "recall@1 (mean ± std over 1–2 seeds)"
+    assert table.columns.name == "recall@1 (mean ± std over 1–2 seeds; n = 1: the mean alone)"
 
 
 def test_regime_summary_states_start_sizes_and_how_often_each_domain_is_revisited():
@@ -470,3 +561,306 @@ def test_regime_summary_states_start_sizes_and_how_often_each_domain_is_revisite
                               cache_features=True, p=16, k=4, batches_per_domain=0)
     text = report.regime_summary(scratch, sizes)
     assert "small_cnn trained from scratch" in text and "take turns, 16 batches each" in text
+
+
+# ---------------------------------------------------------------- formatting: rounded first
+
+@pytest.mark.parametrize("x, digits, plain, signed", [
+    (-1e-12, 3, "0.000", "+0.000"), (2.5e-7, 3, "0.000", "+0.000"), (-0.00049, 3, "0.000", "+0.000"),
+    (-0.04999, 1, "0.0", "+0.0"), (-0.05001, 1, "-0.1", "-0.1"), (0.0015, 2, "0.00", "+0.00"),
+    (1234567.891, 1, "1234567.9", "+1234567.9"), (np.inf, 3, "n/a", "n/a")])
+def test_numbers_are_rounded_then_formatted_with_a_proper_sign(x, digits, plain, signed):
+    assert report._num(x, digits) == plain
+    assert report._signed(x, digits) == signed
+    assert "e" not in plain and "e" not in signed
+
+
+# ---------------------------------------------------------------- peaks and ties (notebook 01)
+
+CEILING = [0.90, 0.95, 0.9981, 0.99, 0.98, 0.985, 0.9981, 0.9981]  # 0.9981 at epochs 6, 14 and 16
+
+
+def test_a_ceiling_reached_several_times_peaks_at_its_last_epoch():
+    t = peak_table({"A": CEILING, "B": [0.5, 0.6, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]}).set_index("domain")
+    assert (t.loc["A", "peak_epoch"], t.loc["A", "first_peak_epoch"]) == (16, 6)
+    assert t.loc["A", "status"] == "levelled off" and t.loc["B", "peak_epoch"] == 4
+    text = verdict01({"A": CEILING, "B": [0.5, 0.6, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]},
+                     {"A": CEILING, "B": FLAT * 2}, 16)
+    assert text.startswith("- Validation recall@1 peaked at epoch A 16, B 4 (the last epoch within 0.005 "
+                           "of each domain's maximum): a spread of 12 epochs over 2 domains.")
+    row = claim(run_claims(peaks=[t.reset_index()]), "in naive fusion, domains peak at different epochs")
+    assert row.holds and "A 16, B 4 (spread 12)" in row.measured
+    # 0.9930 is just outside the tie band of 0.9981: the peak moves back to epoch 14
+    assert peak_table({"A": CEILING[:-1] + [0.9930]}).peak_epoch[0] == 14
+
+
+def test_naive_fusion_verdict_says_when_the_run_was_too_short():
+    rising = verdict01({"A": RISING, "B": RISING}, {"A": RISING, "B": RISING}, 8).split("\n\n")[1]
+    assert rising == ("Every domain was still improving at its last evaluation (a domain still improves "
+                      "when its last evaluation is within 0.005 of its maximum and the one before it was "
+                      "not): this run was too short to test over-fitting.")
+    levelled = verdict01({"A": RISING, "B": FLAT}, {"A": RISING, "B": FLAT}, 8).split("\n\n")[1]
+    assert "too short" not in levelled
+
+
+# ---------------------------------------------------------------- budgets (notebooks 01-04)
+
+def trained(batches: dict[str, list[int]], best: int, record_batches: bool = True) -> SimpleNamespace:
+    """A TrainResult-like model: per domain and epoch 1, 2, … its loss, its batches and val recall@1."""
+    rows = []
+    for domain, counts in batches.items():
+        for epoch, n in enumerate(counts, 1):
+            at = {"epoch": epoch, "domain": domain}
+            rows += [{**at, "split": "train", "metric": "loss", "value": 1 / epoch},
+                     {**at, "split": "val", "metric": "recall@1", "value": 0.1}]
+            if record_batches:
+                rows.append({**at, "split": "train", "metric": "batches", "value": float(n)})
+    return SimpleNamespace(history=pd.DataFrame(rows), best_epoch=best)
+
+
+NAIVE = trained({"A": [10, 10, 10, 10], "B": [10, 10, 10, 10]}, best=4)
+
+
+def test_still_improving_is_selected_at_the_last_epoch():
+    assert report.still_improving(NAIVE.history, 4)
+    assert not report.still_improving(NAIVE.history, 3)
+
+
+def test_budget_table_sums_the_batches_of_each_domain():
+    table = report.budget_table({"naive": NAIVE, "specialist:A": trained({"A": [12, 12, 12, 12]}, best=2)})
+    expected = pd.DataFrame({"model": ["naive", "naive", "specialist:A"], "domain": ["A", "B", "A"],
+                             "epochs": [4, 4, 4], "selected_epoch": [4, 4, 2], "batches": [40.0, 40.0, 48.0],
+                             "batches_to_selected": [40.0, 40.0, 24.0],
+                             "flag": ["still improving: train longer"] * 2 + [""], "note": [""] * 3})
+    pd.testing.assert_frame_equal(table, expected)
+    assert report.budget_sentence(table) == (
+        "The budgets differ: batches of each domain are **not** equal across models (within 5%) on A "
+        "(naive 40, specialist:A 48). Selected at their last epoch (still improving: train longer): naive.")
+    old = report.budget_table({"naive": trained({"A": [10, 10]}, best=1, record_batches=False)})
+    assert np.isnan(old.batches[0]) and np.isnan(old.batches_to_selected[0])
+    assert old.note[0] == "batches not recorded for every epoch (trained before they were)"
+    assert report.budget_sentence(old) == ("No domain has the batch counts of two models to compare. Not "
+                                           "recorded for naive. No model was selected at its last epoch.")
+
+
+def test_budgets_are_equal_within_the_tolerance():
+    near = report.budget_table({"naive": NAIVE, "specialist:A": trained({"A": [10, 10, 10, 12]}, best=2)})
+    assert report.budget_sentence(near).startswith(  # 40 vs 42: 4.8% apart
+        "Every model saw the same number of batches of each domain (within 5%): A 42.")
+    assert "**not** equal" in report.budget_sentence(near, Rules(budget_tolerance=0.04))
+
+
+# ---------------------------------------------------------------- collapsed runs
+
+def test_chance_recall_at_1_is_the_chance_that_a_random_other_item_shares_the_class():
+    assert report.chance_recall_at_1([0, 0, 1, 1, 1, 2]) == 8 / 30  # (2*1 + 3*2 + 0) / (6*5)
+    assert report.chance_recall_at_1(["a", "a", "a"]) == 1.0
+    assert report.chance_recall_at_1([0, 1, 2]) == 0.0
+    assert np.isnan(report.chance_recall_at_1([0]))
+
+
+def test_collapsed_near_chance_or_selected_early():
+    h = history({"A": [0.03, 0.05, 0.04], "B": [0.02, 0.04, 0.03]}, every=1)  # epoch 2: mean 0.045
+    assert report.collapsed(h, 2, 3, {"A": 0.02, "B": 0.03}) == ("near chance: mean val recall@1 0.045 vs "
+                                                                 "chance 0.025")  # 0.045 < 2 x 0.025
+    assert report.collapsed(h, 2, 3, {"A": 0.02, "B": 0.02}) is None  # 0.045 > 2 x 0.020
+    assert report.collapsed(h, 2, 3) is None  # no chance given, a short run
+    assert report.collapsed(h, 2, 30) == "best epoch 2 of 30"
+    assert report.collapsed(h, 3, 30) is None
+    assert report.collapsed(h, 1, 9) is None  # fewer than 10 epochs: selecting early is no sign
+    assert report.collapsed(h, 2, 30, {"A": 0.03, "B": 0.03}) == ("near chance: mean val recall@1 0.045 vs "
+                                                                  "chance 0.030; best epoch 2 of 30")
+    assert report.collapsed(h, 2, 30, rules=Rules(collapse_epoch=1)) is None
+
+
+# ---------------------------------------------------------------- the paper, and the next run
+
+def profile(**changes) -> SimpleNamespace:
+    """The parts of a Profile that `next_runs` and `ablation_plan` read (mini-like)."""
+    base = dict(name="mini", weights="imagenet", trainable_stages=0, backbone="efficientnet_lite0",
+                image_size=64, epochs_specialist=30, epochs_naive=30, epochs_distill=30,
+                batches_per_domain=10, domain_names=["A", "B", "C"], seed_list=lambda: [0, 1, 2],
+                methods=lambda which="distill_methods": ["kl", "distance_mse"],
+                tuning_points=lambda: [{"lr": 2e-3}, {"lr": 6e-4}])
+    return SimpleNamespace(**{**base, **changes})
+
+
+SECONDS = {"naive": 21.4, "specialist": 3.1, "distill": 12.0}
+
+
+def failing(*texts: str) -> pd.DataFrame:
+    verdict = run_claims()
+    return verdict.assign(holds=~verdict.claim.isin(texts))
+
+
+def test_next_runs_when_every_claim_held():
+    assert report.next_runs(run_claims(), profile(), SECONDS) == (
+        "Every claim held: no next run is needed to explain a failure.")
+
+
+def test_next_runs_tests_a_still_improving_model_with_more_epochs():
+    student = trained({"A": [10] * 4, "B": [10] * 4}, best=2)
+    budget = report.budget_table({"naive": NAIVE, "distill:kl": student})
+    text = report.next_runs(failing("distilling the specialists beats naive fusion"), profile(), SECONDS,
+                            budget)
+    assert text.splitlines() == [
+        "1 of 7 claims did not hold.",
+        "- **distilling the specialists beats naive fusion** did not hold. Candidate explanations "
+        "(candidates, not established by this run):",
+        "  - *length*: the run may have been too short: naive was selected at the last epoch trained (still "
+        "improving), so more epochs may change the outcome.",
+        "  - *regime*: this run starts from an ImageNet-pretrained efficientnet_lite0 at 64 px; the whole "
+        "trunk is frozen and only the head trains; another start (pretrained and fine-tuned, frozen, or from "
+        "scratch) may change the outcome.",
+        "  - *domain similarity*: the domains (A, B, C) may be similar enough for one model to serve them "
+        "all, which leaves naive fusion little to lose; only other domains (`--domains`) test it.",
+        "  - Main candidate: *length*. Test it with `ue run --profile mini --out "
+        "runs/mini-epochs_distill60-epochs_naive60 --only 04 -p epochs_distill 60 -p epochs_naive 60` "
+        "(expected: about 5.0 min of training for 3 seeds (9 specialist x 3.1 s + 3 naive x 21.4 s x "
+        "60/30 epochs + 6 distill x 12.0 s x 60/30 epochs; evaluation not included))."]
+    # 9*3.1 + 3*21.4*2 + 6*12*2 = 27.9 + 128.4 + 144 = 300.3 s; the tuning adds students:
+    tuned = report.next_runs(failing("distilling the specialists beats naive fusion"),
+                             profile(distill_tuning={"lr": [2e-3, 6e-4], "kl.temperature": [0.05, 0.1]}),
+                             SECONDS, budget)
+    assert "+ 12 distill x 12.0 s x 60/30 epochs" in tuned  # 2 methods x 3 seeds + 2 x (4 - 1) points
+
+
+def test_next_runs_command_is_valid_ue_run_syntax_and_keeps_the_runs_own_settings():
+    from ue_lib.cli import _overrides, build_parser
+
+    verdict = run_claims(peaks=[peak_table({"A": RISING, "B": RISING})])  # naive fusion: too short
+    verdict = verdict[verdict.claim == "in naive fusion, some domains over-fit while others still improve"]
+    text = report.next_runs(verdict, profile(), SECONDS,
+                            run_overrides={"kl.temperature": 0.1, "epochs_naive": 30})
+    assert ("  - *length*: the run may have been too short: every domain of naive fusion was still improving "
+            "at its last evaluation, so more epochs may change the outcome.") in text.splitlines()
+    command = text.split("`ue run ")[1].split("`")[0]
+    args = build_parser().parse_args(["run", *shlex.split(command)])
+    assert (args.profile, args.out, args.only) == ("mini", "runs/mini-epochs_naive60", ["04"])
+    assert _overrides(args.p) == {"kl.temperature": 0.1, "epochs_naive": 60}
+    # no sign that the run was too short: no length candidate, the regime is the main one
+    other = report.next_runs(failing("in naive fusion, some domains over-fit while others still improve"),
+                             profile(), SECONDS)
+    assert "*length*" not in other and "Main candidate: *regime*" in other
+
+
+def test_next_runs_budget_regime_and_unknown_times():
+    text = report.next_runs(failing("distilling the specialists beats naive fusion"),
+                            profile(epochs_naive=20), SECONDS)
+    assert ("  - *budget*: these models did not get the same training budget: their epochs differ "
+            "(distill 30, naive 20).") in text.splitlines()
+    assert "-p epochs_naive 30` (expected: about 3.3 min" in text  # 27.9 + 3*21.4*30/20 + 2*3*12 = 196.2 s
+    kl = report.next_runs(failing("distribution distillation (kl) beats distance_mse"), profile(), SECONDS)
+    assert "*budget*" not in kl and "*domain similarity*" not in kl  # one kind of model, no naive fusion
+    assert kl.endswith("Test it with `ue run --profile mini --out runs/mini-trainable_stages1 --only 04 "
+                       "-p trainable_stages 1` (expected: not estimable from this run's times (the change "
+                       "alters the cost of every step)).")
+    scratch = profile(weights=None, backbone="small_cnn", trainable_stages=-1, image_size=32)
+    assert report.next_runs(failing("distribution distillation (kl) beats distance_mse"), scratch,
+                            SECONDS).endswith("  - No single setting tests these candidates.")
+    loaded = report.next_runs(failing("in naive fusion, some domains over-fit while others still improve"),
+                              profile(), {"naive": 0.0}, report.budget_table({"naive": NAIVE}))
+    assert loaded.endswith("(expected: unknown: no measured training time of a specialist model in this "
+                           "run).")
+
+
+def test_paper_comparison():
+    table = report.paper_comparison(failing("distilling the specialists beats naive fusion"))
+    assert list(table.columns) == ["claim", "the paper (in words)", "this run"]
+    row = table.set_index("claim").loc["distilling the specialists beats naive fusion"]
+    assert row["the paper (in words)"] == ("Distilling the specialists into one universal student beats "
+                                          "naive fusion.")
+    assert row["this run"].startswith("did not hold: distill:kl beat naive on 3 of 3 domains")
+    assert table["this run"].str.startswith("held: ").sum() == 6
+    assert table.set_index("claim").loc["distribution distillation (kl) beats distance_mse",
+                                        "the paper (in words)"].endswith("beats matching absolute distances.")
+    assert report.paper_comparison(pd.DataFrame([{"claim": "x", "measured": "m", "rule": "r", "holds": True}])
+                                   ).iloc[0].tolist() == ["x", "(not a claim of the paper)", "held: m"]
+
+
+# ---------------------------------------------------------------- notebook 05: the plan
+
+def test_ablation_plan_names_what_ran_and_the_commands_for_the_rest():
+    text = report.ablation_plan({"kl.temperature": [0.02, 0.05, 0.2]}, profile(), 20.0, [0])
+    lines = text.splitlines()
+    assert lines[0] == ("- Ran: kl.temperature (0.02, 0.05, 0.2), on 1 seed (0): one seed has no spread, so "
+                        "no setting can be told apart from seed noise.")
+    assert lines[1] == ("- Not run yet (expected time: values x 1 seed x 40.0 s per point, the kl student's "
+                        "training time measured in this run x its 2 tuning point(s)):")
+    assert lines[2] == ("  - `kl.neighbors`: `ue sweep notebooks/03_absolute_vs_distribution_distillation"
+                        ".ipynb --profile mini --out runs/mini-sweep-kl.neighbors --seeds 0 "
+                        "-p distill_methods kl -p kl.neighbors "
+                        "None 4 16` (3 values x 1 seed x 40.0 s: about 2.0 min).")
+    knobs = [line.split("`")[1] for line in lines[2:]]
+    assert knobs == [k for k in report.STANDARD_KNOBS if k != "kl.temperature"]
+    assert lines[-1].endswith("about 2.0 min; it retrains the specialists too, so more).")
+    done = report.ablation_plan(dict(report.STANDARD_KNOBS), profile(), 20.0, [0, 1])
+    assert done.splitlines()[1] == "- Every knob of the standard list ran." and "seed noise" not in done
+
+
+def test_ablation_plan_commands_are_valid_sweeps_of_valid_settings():
+    from ue_lib.cli import build_parser
+    from ue_lib.profiles import Profile, parse_value
+
+    text = report.ablation_plan({}, profile(), 10.0, [0, 1])
+    commands = [line.split("`")[3] for line in text.splitlines()[2:]]
+    assert len(commands) == len(report.STANDARD_KNOBS)
+    for command, (knob, values) in zip(commands, report.STANDARD_KNOBS.items()):
+        args = build_parser().parse_args(shlex.split(command)[1:])
+        assert args.command == "sweep" and args.seeds == [0, 1] and args.profile == "mini"
+        (_, methods), (name, *given) = args.p
+        assert methods == "kl"
+        assert name == knob and [parse_value(v) for v in given] == values
+        for value in values:  # each value is a valid setting of the engine
+            Profile().with_overrides({knob: value})
+
+
+# ---------------------------------------------------------------- flags, tuning and galleries
+
+def _val_history(value: float, epochs: int = 10) -> pd.DataFrame:
+    return pd.DataFrame([{"epoch": e, "domain": "blobs", "split": "val", "metric": "recall@1",
+                          "value": value} for e in range(1, epochs + 1)])
+
+
+def test_collapse_flags_use_the_chance_of_each_domains_validation_labels():
+    from helpers import blob_domain
+
+    domains = {"blobs": blob_domain(n_classes=14)}  # val: 3 classes x 6 -> chance 90/306
+    models = {"distill:good": SimpleNamespace(history=_val_history(0.9), best_epoch=5),
+              "distill:chance": SimpleNamespace(history=_val_history(0.5), best_epoch=5),
+              "distill:early": SimpleNamespace(history=_val_history(0.9), best_epoch=2)}
+    flags = report.collapse_flags(models, domains)
+    assert flags == {"distill:chance": "near chance: mean val recall@1 0.500 vs chance 0.294",
+                     "distill:early": "best epoch 2 of 10"}
+
+
+def test_tuning_table_stacks_the_methods_points():
+    a = SimpleNamespace(method="kl", table=pd.DataFrame({"lr": [2e-3, 6e-4], "chosen": [True, False]}))
+    b = SimpleNamespace(method="darkrank", table=pd.DataFrame({"lr": [2e-3, 6e-4],
+                                                                "chosen": [False, True]}))
+    t = report.tuning_table([a, b])
+    assert list(t.index) == ["kl", "kl", "darkrank", "darkrank"]
+    assert t.chosen.tolist() == [True, False, False, True]
+
+
+def test_gallery_sentence_gives_classes_and_chance_per_split():
+    from helpers import blob_domain
+
+    text = report.gallery_sentence({"blobs": blob_domain(n_classes=14)})
+    # val: classes 6..8 (18 items) -> 3*30/(18*17); test: classes 9..13 (30 items) -> 5*30/(30*29)
+    assert "blobs: validation 3 classes (chance Recall@1 0.294), test 5 (chance 0.172)" in text
+    assert "not a sign of over-fitting" in text
+
+
+def test_budget_table_marks_collapsed_models():
+    models = {"distill:kl": SimpleNamespace(history=_val_history(0.9), best_epoch=10),
+              "distill:darkrank": SimpleNamespace(history=_val_history(0.1), best_epoch=2)}
+    t = report.budget_table(models, flags={"distill:darkrank": "best epoch 2 of 10"})
+    assert t.flag.tolist() == [report.TRAIN_LONGER, "collapsed: best epoch 2 of 10"]
+
+
+@pytest.mark.parametrize("x, text", [(12.0, "12"), (0.7192, "0.719"), (-0.0125, "-0.013"),
+                                     (6e-4, "0.0006"), (2.922e-10, "2.9e-10"), (0.0, "0"),
+                                     (-0.0, "0"), (-4.252e-04, "-0.00043"), (float("nan"), "nan")])
+def test_float_format_has_no_scientific_zeros(x, text):
+    assert report.float_format(x) == text

@@ -116,6 +116,28 @@ def test_naive_and_distill_objectives(domains):
         run(domains, Distillation(TINY, "kl", {"a": teachers["a"]}))
 
 
+def test_history_records_the_batches_of_each_domain_per_epoch(domains, tmp_path):
+    """The budget rows (`report.budget_table`): per epoch and domain the batches trained, beside
+    the loss; they are not results (not in `final`, not among the recorded curves)."""
+    from ue_lib import report
+    from ue_lib.runfolder import RunFolder
+    from ue_lib.spec import RunSpec
+
+    naive = run(domains, NaiveFusion(TINY))  # 36 training images per domain, batches of 3 x 2
+    counts = naive.history[naive.history.metric == "batches"]
+    assert (counts.split == "train").all() and len(counts) == 3 * 2
+    assert counts.groupby("epoch").value.sum().tolist() == [12.0, 12.0, 12.0]  # 6 of each domain
+    loss = naive.history[naive.history.metric == "loss"]
+    assert loss.groupby("epoch").size().tolist() == [2, 2, 2]  # the loss rows are unchanged
+    assert "batches" not in set(naive.final.metric)
+    recorded = RunFolder(RunSpec("smoke", str(tmp_path)), "t").record("naive", "ms", naive, curves=True,
+                                                                     keep=False)
+    assert not recorded.metric.str.startswith("batches").any()
+    table = report.budget_table({"naive": naive})
+    assert table.batches.tolist() == [18.0, 18.0] and table.epochs.tolist() == [3, 3]
+    assert table.batches_to_selected.tolist() == [6.0 * naive.best_epoch] * 2
+
+
 def test_distill_with_wider_teacher_uses_a_projection(domains):
     teachers = specialists(domains, TINY.replace(embedding_dim=12))
     res = run(domains, Distillation(TINY, "embedding_mse", teachers))
@@ -162,7 +184,8 @@ def test_resume_gives_exactly_the_uninterrupted_result(domains, tmp_path):
     assert not (tmp_path / "cut" / CHECKPOINT).exists()
     # a finished run is loaded, not retrained; other settings in the same folder are refused
     again = run(domains, NaiveFusion(prof), out_dir=tmp_path / "cut")
-    assert again.seconds == 0.0 and torch.equal(_weights(again.model), _weights(full.model))
+    assert again.loaded and again.seconds == resumed.seconds
+    assert torch.equal(_weights(again.model), _weights(full.model))
     assert torch.equal(_weights(load_result(tmp_path / "cut").model), _weights(full.model))
     with pytest.raises(ValueError, match="other settings"):
         run(domains, NaiveFusion(prof.replace(epochs_naive=5)), out_dir=tmp_path / "cut")

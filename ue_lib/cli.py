@@ -52,8 +52,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         parts = {"parts": tuple(args.parts)} if args.parts else {}
         done = train_models(_spec(args, models_dir=args.models_dir or ""), **parts)
         if distributed.context().is_main:
-            for name, seconds in done:
-                print(f"{name:32s} " + (f"trained in {seconds:.0f} s" if seconds else "found"))
+            for name, result in done:
+                print(f"{name:32s} " + ("found" if result.loaded else f"trained in {result.seconds:.1f} s"))
     finally:
         distributed.shutdown()
     return 0

@@ -23,8 +23,16 @@ The rules (every threshold is a field of `Rules`, named in brackets):
   domain when the mean difference over seeds exceeds [min_gain] AND the difference is positive
   on every seed (with more than [all_positive_max_seeds] seeds instead: the lower bound of the
   one-sided [confidence] Student-t confidence interval of the mean difference is above zero).
-  B wins the domain by the mirror rule; a mean difference within [min_gain] is a tie; anything
-  else is "mixed". The claim holds when A wins more than half of the domains.
+  B wins the domain by the mirror rule. A mean difference within [min_gain], or smaller in size
+  than the seed spread (the sample std over seeds of the paired differences; one seed has no
+  spread), is a tie, never a win or a loss; anything else is "mixed". The claim holds when A
+  wins more than half of the domains.
+* **Collapsed** models (`collapsed`: mean validation Recall@1 below [collapse_ratio] x chance, or
+  selected at epoch <= [collapse_epoch] of a run of at least [collapse_min_epochs]) are named
+  with their reason and not compared: no win or loss for or against them.
+* **Budgets** (`budget_table`): the batches of a domain are equal across models when the
+  largest is at most [budget_tolerance] above the smallest; a model selected at the last epoch
+  it trained is still improving ("train longer").
 * **Close to the specialists**: the mean over domains of the seed-mean gap (kl - specialist) is
   above -[close_gap].
 * Claims measured per seed hold when true on more than half of the seeds.
@@ -36,6 +44,7 @@ threshold ignore float rounding below 1e-9 (0.51 - 0.50 is not "more than 0.01")
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -43,7 +52,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .io import RESULT_COLUMNS
+from .io import RESULT_COLUMNS, slug
 
 _EPS = 1e-9  # float rounding: differences this small do not cross a threshold
 
@@ -63,6 +72,12 @@ class Rules:
     close_gap: the student is close when its mean gap to the specialists is above -close_gap [0.02].
     min_spread_evals: peaks disagree when this many evaluation intervals apart, unless a
         `min_spread` in epochs is given [2].
+    budget_tolerance: the models' batches of a domain are equal when the largest is at most
+        this fraction above the smallest [0.05].
+    collapse_ratio: a model collapsed when its mean validation Recall@1 at the selected epoch is
+        below this multiple of the chance Recall@1 [2.0] ...
+    collapse_epoch: ... or when its selected epoch is at most this [2] ...
+    collapse_min_epochs: ... in a run of at least this many epochs [10].
     """
 
     min_gain: float = 0.01
@@ -74,16 +89,21 @@ class Rules:
     cost_tolerance: float = 0.01
     close_gap: float = 0.02
     min_spread_evals: int = 2
+    budget_tolerance: float = 0.05
+    collapse_ratio: float = 2.0
+    collapse_epoch: int = 2
+    collapse_min_epochs: int = 10
 
     def __post_init__(self):
         if not 0 < self.confidence < 1:
             raise ValueError(f"Rules.confidence must be in (0, 1), got {self.confidence}")
         if min(self.min_gain, self.tie_tolerance, self.overfit_drop, self.cost_tolerance,
-               self.close_gap) < 0:
-            raise ValueError("Rules: tolerances must be >= 0")
-        if self.last_evals < 1 or self.min_spread_evals < 0 or self.all_positive_max_seeds < 1:
-            raise ValueError("Rules: last_evals and all_positive_max_seeds must be >= 1, "
-                             "min_spread_evals >= 0")
+               self.close_gap, self.budget_tolerance, self.collapse_ratio, self.collapse_epoch) < 0:
+            raise ValueError("Rules: tolerances, collapse_ratio and collapse_epoch must be >= 0")
+        if min(self.last_evals, self.all_positive_max_seeds, self.collapse_min_epochs) < 1 \
+                or self.min_spread_evals < 0:
+            raise ValueError("Rules: last_evals, all_positive_max_seeds and collapse_min_epochs "
+                             "must be >= 1, min_spread_evals >= 0")
         if self.tie_tolerance > self.overfit_drop:
             raise ValueError("Rules: tie_tolerance must not exceed overfit_drop (a drop within a "
                              "tie cannot be over-fitting)")
@@ -91,18 +111,36 @@ class Rules:
 
 # ---------------------------------------------------------------- formatting
 
-def _num(x: float, digits: int = 3) -> str:
-    """Fixed decimals, no '-0.000', 'n/a' for NaN."""
+def _rounded(x: float | None, digits: int) -> float | None:
+    """`x` rounded to `digits` decimals, with -0.0 made 0.0; None for a missing or infinite value."""
     if x is None or not np.isfinite(x):
-        return "n/a"
-    s = f"{x:.{digits}f}"
-    return s[1:] if s.startswith("-") and float(s) == 0 else s
+        return None
+    return round(float(x), digits) + 0.0  # -0.0 + 0.0 == +0.0
+
+
+def float_format(x: float) -> str:
+    """How notebook tables show a float (``pd.set_option("display.float_format", ...)``): whole
+    numbers without decimals, 3 fixed decimals from 0.01 on, and 2 significant digits below
+    (a learning rate 0.0006, a probability 2.9e-10), never "-0.000" or "0.000e+00"."""
+    if not np.isfinite(x):
+        return str(x)
+    if x == round(x) and abs(x) >= 1:
+        return f"{x:.0f}"
+    if abs(x) >= 0.01:
+        return f"{x:.3f}"
+    return "0" if x == 0 else f"{x:.2g}"
+
+
+def _num(x: float, digits: int = 3) -> str:
+    """Fixed decimals (rounded first, so never '-0.000' nor scientific notation), 'n/a' for NaN."""
+    r = _rounded(x, digits)
+    return "n/a" if r is None else f"{r:.{digits}f}"
 
 
 def _signed(x: float, digits: int = 3) -> str:
     """Fixed decimals with a sign, '+0.000' for anything that rounds to zero."""
-    s = _num(x, digits)
-    return s if s == "n/a" or s.startswith("-") else "+" + s
+    r = _rounded(x, digits)
+    return "n/a" if r is None else f"{r:+.{digits}f}"
 
 
 def _pct(p: float) -> str:
@@ -163,21 +201,26 @@ def setting_label(v) -> str:
 
 # ---------------------------------------------------------------- the regime (notebook 01)
 
+def _start(profile) -> str:
+    """How the network starts and what trains, e.g. 'an ImageNet-pretrained efficientnet_lite0 at
+    64 px; the whole trunk is frozen and only the head trains'."""
+    if not profile.weights:
+        return f"a {profile.backbone} trained from scratch at {profile.image_size} px"
+    frozen = ("the whole trunk is frozen and only the head trains" if profile.trainable_stages == 0
+              else f"all but its last {profile.trainable_stages} stage(s) are frozen"
+              if profile.trainable_stages > 0 else "all of it is fine-tuned")
+    return f"an ImageNet-pretrained {profile.backbone} at {profile.image_size} px; {frozen}"
+
+
 def regime_summary(profile, sizes: pd.DataFrame) -> str:
     """Notebook 01: this run's regime in words, from its settings and domain sizes (`sizes`:
     `Domain.summary()` rows). Says how the network starts, what trains, and how often each
     domain's training images are revisited per epoch -- the reason small domains over-fit first."""
     t = sizes.set_index("domain").train_images.astype(int)
     batch = profile.p * profile.k
-    if profile.weights:
-        frozen = ("the whole trunk is frozen and only the head trains" if profile.trainable_stages == 0
-                  else f"all but its last {profile.trainable_stages} stage(s) are frozen"
-                  if profile.trainable_stages > 0 else "all of it is fine-tuned")
-        start = (f"an ImageNet-pretrained {profile.backbone} at {profile.image_size} px; {frozen}"
-                 + (" (the frozen part's outputs are computed once and cached)"
-                    if profile.trainable_stages >= 0 and profile.cache_features else ""))
-    else:
-        start = f"a {profile.backbone} trained from scratch at {profile.image_size} px"
+    start = _start(profile) + (" (the frozen part's outputs are computed once and cached)"
+                               if profile.weights and profile.trainable_stages >= 0
+                               and profile.cache_features else "")
     natural = {d: int(n) // batch for d, n in t.items()}
     # naive fusion's batches per domain per epoch (round robin: the mean natural count)
     per_epoch = profile.batches_per_domain or max(1, int(np.floor(np.mean(list(natural.values())) + 0.5)))
@@ -304,9 +347,10 @@ def naive_fusion_verdict(history: pd.DataFrame, selected_epoch: int, metric: str
     apart = f"{spread} epochs apart, " + ("at least" if spread >= need else "fewer than")
     span = f"peaks {apart} the {need} that count as different"
     if peaks.still_improving.all():
-        verdict = ("Every domain was still improving at its last evaluation: this run was too "
-                   "short to test over-fitting" + (f", and the selected epoch {selected_epoch} "
-                                                    f"still cost {price}." if costly else "."))
+        verdict = (f"Every domain was still improving at its last evaluation (a domain "
+                   f"{_improving_rule(rules)}): this run was too short to test over-fitting"
+                   + (f", and the selected epoch {selected_epoch} still cost {price}." if costly
+                      else "."))
     elif spread >= need and costly:
         verdict = (f"In this run the domains did **not** agree on when to stop ({span}), "
                    f"and one shared stopping point cost {price}.")
@@ -321,6 +365,165 @@ def naive_fusion_verdict(history: pd.DataFrame, selected_epoch: int, metric: str
         verdict = (f"In this run the domains peaked together ({span}) and one shared stopping "
                    f"point cost {cheap}: one stopping point suited them all.")
     return "\n".join(lines) + "\n\n" + verdict
+
+
+# ---------------------------------------------------------------- budgets and collapsed runs
+
+TRAIN_LONGER = "still improving: train longer"
+NO_BATCHES = "batches not recorded for every epoch (trained before they were)"
+
+
+def _epochs_trained(history: pd.DataFrame) -> int:
+    return int(history.epoch.max()) if len(history) else 0
+
+
+def still_improving(history: pd.DataFrame, best_epoch: int) -> bool:
+    """The model was selected at the last epoch it trained: its validation score was still
+    rising when training stopped, so more epochs may improve it."""
+    return len(history) > 0 and int(best_epoch) >= _epochs_trained(history)
+
+
+def _budget_rows(name: str, result) -> list[dict]:
+    h, best = result.history, int(result.best_epoch)
+    epochs = _epochs_trained(h)
+    counts = h[(h.split == "train") & (h.metric == "batches")]
+    flag = TRAIN_LONGER if still_improving(h, best) else ""
+    rows = []
+    for domain in dict.fromkeys(h.domain):
+        g = counts[counts.domain == domain]
+        known = g.epoch.nunique() == epochs
+        rows.append({"model": name, "domain": domain, "epochs": epochs, "selected_epoch": best,
+                     "batches": g.value.sum() if known else np.nan,
+                     "batches_to_selected": g[g.epoch <= best].value.sum() if known else np.nan,
+                     "flag": flag, "note": "" if known else NO_BATCHES})
+    return rows
+
+
+def budget_table(models: Mapping, flags: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """What each model trained on, from its history: {label: TrainResult} (anything with
+    `history` and `best_epoch`; labels start with the model's kind, e.g. 'specialist:orl',
+    'naive', 'distill:kl') -> one row per (model, domain): `epochs` trained, `selected_epoch`,
+    `batches` of the domain over all epochs and `batches_to_selected` up to the selected epoch
+    (NaN, with a `note`, for a history without the per-epoch "batches" rows), and `flag`
+    ("still improving: train longer" when `still_improving`; "collapsed: <reason>" for the
+    models in `flags`, {label: reason} from `collapse_flags`)."""
+    rows = [r for name, result in models.items() for r in _budget_rows(name, result)]
+    table = pd.DataFrame(rows, columns=["model", "domain", "epochs", "selected_epoch", "batches",
+                                        "batches_to_selected", "flag", "note"])
+    for name, reason in (flags or {}).items():
+        rows = table.model == name
+        table.loc[rows, "flag"] = table.flag[rows].map(
+            lambda f, r=reason: "; ".join(x for x in (f, f"collapsed: {r}") if x))
+    return table
+
+
+def _budget_spans(table: pd.DataFrame, rules: Rules) -> pd.DataFrame:
+    """Per domain with the batch counts of at least two models: `low`, `high`, `equal`."""
+    g = table.dropna(subset=["batches"]).groupby("domain", sort=False).batches
+    spans = pd.DataFrame({"low": g.min(), "high": g.max(), "models": g.size()})
+    spans = spans[spans.models > 1]
+    return spans.assign(equal=spans.high - spans.low <= rules.budget_tolerance * spans.high + _EPS)
+
+
+def _flagged(table: pd.DataFrame, column: str, value: str) -> list[str]:
+    return list(dict.fromkeys(table.model[table[column] == value]))
+
+
+def budget_sentence(table: pd.DataFrame, rules: Rules = Rules()) -> str:
+    """Whether every domain got the same batches (over all epochs trained) from every model that
+    trained on it, within [budget_tolerance], and which models were still improving."""
+    spans, rule = _budget_spans(table, rules), f"within {_pct(rules.budget_tolerance)}"
+    unequal = spans[~spans.equal]
+    if spans.empty:
+        text = "No domain has the batch counts of two models to compare."
+    elif unequal.empty:
+        text = (f"Every model saw the same number of batches of each domain ({rule}): "
+                + ", ".join(f"{d} {_num(r.high, 0)}" for d, r in spans.iterrows()) + ".")
+    else:
+        known = table.dropna(subset=["batches"])
+        text = (f"The budgets differ: batches of each domain are **not** equal across models "
+                f"({rule}) on " + "; ".join(
+                    f"{d} (" + ", ".join(f"{r.model} {_num(r.batches, 0)}"
+                                         for r in known[known.domain == d].itertuples()) + ")"
+                    for d in unequal.index) + ".")
+    missing = _flagged(table, "note", NO_BATCHES)
+    text += f" Not recorded for {', '.join(missing)}." if missing else ""
+    still = _flagged(table, "flag", TRAIN_LONGER)
+    return text + (f" Selected at their last epoch ({TRAIN_LONGER}): {', '.join(still)}." if still
+                   else " No model was selected at its last epoch.")
+
+
+def chance_recall_at_1(labels) -> float:
+    """Expected leave-one-out Recall@1 of a random ranking: the chance that a random other item
+    shares the query's class, sum_c n_c (n_c - 1) / (N (N - 1))."""
+    _, n = np.unique(np.asarray(labels), return_counts=True)
+    total = int(n.sum())
+    return float((n * (n - 1)).sum() / (total * (total - 1))) if total > 1 else np.nan
+
+
+def collapsed(history: pd.DataFrame, best_epoch: int, epochs: int,
+              chance: Mapping[str, float] | None = None, rules: Rules = Rules(),
+              metric: str = "recall@1") -> str | None:
+    """Why a model counts as collapsed, or None: near chance (mean validation `metric` over
+    domains at the selected epoch below [collapse_ratio] x the mean over domains of `chance`,
+    when given) and/or selected early (best epoch <= [collapse_epoch] of a run of at least
+    [collapse_min_epochs] epochs)."""
+    reasons = []
+    if chance:
+        at = history[(history.split == "val") & (history.metric == metric)
+                     & (history.epoch == best_epoch)].value.mean()
+        base = float(np.mean(list(chance.values())))
+        if at < rules.collapse_ratio * base - _EPS:
+            reasons.append(f"near chance: mean val {metric} {_num(at)} vs chance {_num(base)}")
+    if epochs >= rules.collapse_min_epochs and best_epoch <= rules.collapse_epoch:
+        reasons.append(f"best epoch {best_epoch} of {epochs}")
+    return "; ".join(reasons) or None
+
+
+def collapse_flags(models: Mapping, domains: Mapping, rules: Rules = Rules()) -> dict[str, str]:
+    """{label: reason} of the `models` ({label: TrainResult}) that `collapsed`, with chance taken
+    from the validation labels of `domains` ({name: Domain}, those the models trained on)."""
+    chance = {name: chance_recall_at_1(d.splits["val"].labels) for name, d in domains.items()}
+    flags = {}
+    for name, result in models.items():
+        reason = collapsed(result.history, result.best_epoch, _epochs_trained(result.history),
+                           chance, rules)
+        if reason:
+            flags[name] = reason
+    return flags
+
+
+def tuning_table(tunings: Sequence) -> pd.DataFrame:
+    """The tuning points of several methods (`RunFolder.tuning` results) in one table, one row per
+    (method, grid point), the chosen point marked."""
+    return pd.concat([t.table.assign(method=t.method) for t in tunings], ignore_index=True
+                     ).set_index("method")
+
+
+def gallery_sentence(domains: Mapping) -> str:
+    """Per domain, the classes of the validation and test splits and the Recall@1 of a random
+    ranking on each (`chance_recall_at_1`): why the splits score differently without any
+    over-fitting."""
+    parts = []
+    for name, d in domains.items():
+        val, test = d.splits["val"], d.splits["test"]
+        parts.append(f"{name}: validation {val.num_classes} classes (chance Recall@1 "
+                     f"{_num(chance_recall_at_1(val.labels))}), test {test.num_classes} "
+                     f"(chance {_num(chance_recall_at_1(test.labels))})")
+    return ("Classes per split, and the Recall@1 a random ranking would get: " + "; ".join(parts)
+            + ". Where the test split has more classes than validation, its queries meet more "
+            "distractors, so lower test numbers are expected and are not a sign of over-fitting.")
+
+
+def _not_compared(a: str, b: str, flags: Mapping[str, str] | None) -> str | None:
+    """'distill:darkrank collapsed (best epoch 2 of 30): not compared with distill:kl' when a or
+    b is flagged in `flags` ({label: reason}, see `collapsed`), else None."""
+    bad = [m for m in (a, b) if flags and m in flags]
+    if not bad:
+        return None
+    other = [m for m in (a, b) if m not in bad]
+    return (" and ".join(f"{m} collapsed ({flags[m]})" for m in bad) + ": not compared"
+            + (f" with {other[0]}" if other else ""))
 
 
 # ---------------------------------------------------------------- comparisons
@@ -339,7 +542,7 @@ def summary(results: pd.DataFrame, metric: str = "recall@1") -> pd.DataFrame:
     table = g.agg(_mean_std).unstack("domain").fillna("–")
     table = table.reindex(index=list(dict.fromkeys(r.model_name)),
                           columns=list(dict.fromkeys(r.domain)))
-    return table.rename_axis(columns=f"{metric} (mean ± std over {_seeds(g.count())})")
+    return table.rename_axis(columns=_over_seeds(metric, g.count()))
 
 
 def _lower_bound(d: np.ndarray, confidence: float) -> float:
@@ -356,19 +559,30 @@ def _consistent(d: np.ndarray, rules: Rules) -> bool:
     return bool(_lower_bound(d, rules.confidence) > 0)
 
 
+def _is_tie(d: np.ndarray, rules: Rules) -> bool:
+    """The mean paired difference is within min_gain, or smaller in size than the seed spread
+    (the sample std of the differences; one seed has no spread)."""
+    mean = abs(d.mean())
+    return bool(mean <= rules.min_gain + _EPS or (len(d) > 1 and mean < d.std(ddof=1) - _EPS))
+
+
 def _outcome(d: np.ndarray, rules: Rules) -> str:
-    if d.mean() > rules.min_gain + _EPS and _consistent(d, rules):
+    if _is_tie(d, rules):
+        return "tie"
+    if d.mean() > 0 and _consistent(d, rules):
         return "win"
-    if -d.mean() > rules.min_gain + _EPS and _consistent(-d, rules):
+    if d.mean() < 0 and _consistent(-d, rules):
         return "loss"
-    return "tie" if abs(d.mean()) <= rules.min_gain + _EPS else "mixed"
+    return "mixed"
 
 
 def compare(results: pd.DataFrame, a: str, b: str, metric: str = "recall@1",
-            domains: list[str] | None = None, rules: Rules = Rules()) -> pd.DataFrame:
+            domains: list[str] | None = None, rules: Rules = Rules(),
+            flags: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Per domain (rows paired by seed; `domains` default: all but merged): mean of a and of b,
     `diff` (mean paired a - b), `n` seeds, `std` (of the differences), `lower` (one-sided
-    confidence bound), `positive` (seeds with a > b), `outcome` (win/loss/tie/mixed for a), `win`.
+    confidence bound), `positive` (seeds with a > b), `outcome` (win/loss/tie/mixed for a, or
+    "not compared" when a or b is in `flags`, {label: reason} of collapsed models), `win`.
     Model names as in `label`; KeyError when a or b has no `metric` rows."""
     r = results[results.metric == metric].assign(model_name=lambda d: label(d))
     missing = [m for m in (a, b) if m not in set(r.model_name)]
@@ -379,7 +593,7 @@ def compare(results: pd.DataFrame, a: str, b: str, metric: str = "recall@1",
     wide = (r[r.model_name.isin([a, b])]
             .pivot_table(index=["domain", "seed"], columns="model_name", values="value", aggfunc="mean"))
     wide = wide.reindex(columns=[a, b]).dropna()
-    rows = []
+    rows, skip = [], _not_compared(a, b, flags) is not None
     for domain in domains:
         if domain not in wide.index.get_level_values("domain"):
             continue
@@ -388,7 +602,7 @@ def compare(results: pd.DataFrame, a: str, b: str, metric: str = "recall@1",
         rows.append({"domain": domain, a: w[a].mean(), b: w[b].mean(), "diff": d.mean(), "n": len(d),
                      "std": d.std(ddof=1) if len(d) > 1 else np.nan,
                      "lower": _lower_bound(d, rules.confidence), "positive": int((d > 0).sum()),
-                     "outcome": _outcome(d, rules)})
+                     "outcome": "not compared" if skip else _outcome(d, rules)})
     columns = ["domain", a, b, "diff", "n", "std", "lower", "positive", "outcome"]
     out = pd.DataFrame(rows, columns=columns).set_index("domain")
     return out.assign(win=out.outcome == "win")
@@ -400,8 +614,11 @@ def beats_rule(rules: Rules = Rules(), n_seeds: int = 1) -> str:
         every = "positive on every seed"
     else:
         every = f"the one-sided {_pct(rules.confidence)} t lower confidence bound of the mean gain > 0"
+    tie = f"a mean within ±{_num(rules.min_gain)}"
+    tie = (f"{tie} is a tie; one seed has no spread" if n_seeds <= 1 else
+           f"{tie}, or smaller in size than the std over seeds of the paired differences, is a tie")
     return (f"wins on a majority of domains: mean paired gain > {_num(rules.min_gain)} and {every} "
-            f"(a mean within ±{_num(rules.min_gain)} is a tie)")
+            f"({tie})")
 
 
 def beats(cmp: pd.DataFrame) -> bool:
@@ -409,9 +626,13 @@ def beats(cmp: pd.DataFrame) -> bool:
     return _majority(list(cmp.win))
 
 
-def wins_sentence(cmp: pd.DataFrame, a: str, b: str, metric: str = "recall@1") -> str:
+def wins_sentence(cmp: pd.DataFrame, a: str, b: str, metric: str = "recall@1",
+                  flags: Mapping[str, str] | None = None) -> str:
     """'distill:kl beat naive on 2 of 3 domains in recall@1 (mean paired difference over 3 seeds:
-    A +0.041 ± 0.010 (win), B +0.004 ± 0.002 (tie), C -0.030 ± 0.020 (loss))'."""
+    A +0.041 ± 0.010 (win), B +0.004 ± 0.002 (tie), C -0.030 ± 0.020 (loss))', or 'distill:kl
+    collapsed (best epoch 2 of 30): not compared with naive' when a or b is in `flags`."""
+    if (skip := _not_compared(a, b, flags)) is not None:
+        return skip
     if cmp.empty:
         return f"{a} and {b} have no paired {metric} results"
     parts = ", ".join(
@@ -423,9 +644,13 @@ def wins_sentence(cmp: pd.DataFrame, a: str, b: str, metric: str = "recall@1") -
 
 
 def comparison_sentence(results: pd.DataFrame, a: str, b: str, metric: str = "recall@1",
-                        domains: list[str] | None = None, rules: Rules = Rules()) -> str:
+                        domains: list[str] | None = None, rules: Rules = Rules(),
+                        flags: Mapping[str, str] | None = None) -> str:
     """One Markdown sentence: wins per domain with the paired differences, the rule, and
-    whether a beats b by it (the same rule `claims` uses)."""
+    whether a beats b by it (the same rule `claims` uses); a collapsed model (in `flags`) is
+    named and not compared."""
+    if (skip := _not_compared(a, b, flags)) is not None:
+        return skip + "."
     cmp = compare(results, a, b, metric, domains, rules)
     held = beats(cmp)
     rule = beats_rule(rules, int(cmp.n.max()) if len(cmp) else 1)
@@ -435,23 +660,55 @@ def comparison_sentence(results: pd.DataFrame, a: str, b: str, metric: str = "re
 
 # ---------------------------------------------------------------- claims
 
+FALLS_SHORT = "naive fusion falls short of the specialists"
+PEAKS_DIFFER = "in naive fusion, domains peak at different epochs"
+OVERFITS = "in naive fusion, some domains over-fit while others still improve"
+STOP_COSTS = "one shared stopping point costs some domain"
+DISTILL_BEATS = "distilling the specialists beats naive fusion"
+CLOSE = "the distilled student comes close to the specialists"
+KL_BEATS = "distribution distillation (kl) beats {}"
+
+# each claim: the paper's statement in words (its tables are not available here) and the kinds
+# of model it involves (the models a next run retrains)
+PAPER: dict[str, tuple[str, tuple[str, ...]]] = {
+    FALLS_SHORT: ("One model trained on all domains together (naive fusion) is worse on each "
+                  "domain than that domain's specialist.", ("specialist", "naive")),
+    PEAKS_DIFFER: ("In naive fusion the domains reach their best at different points of "
+                   "training.", ("naive",)),
+    OVERFITS: ("Naive fusion over-fits some domains while others still improve.", ("naive",)),
+    STOP_COSTS: ("So one stopping point for all domains is a compromise: too late for some, "
+                 "too early for others.", ("naive",)),
+    DISTILL_BEATS: ("Distilling the specialists into one universal student beats naive "
+                    "fusion.", ("distill", "naive")),
+    CLOSE: ("The distilled student comes close to the specialists.", ("distill", "specialist")),
+    KL_BEATS.format("distance_mse"): ("Matching the teachers' distributions of relative "
+                                      "distances (KL) beats matching absolute distances.",
+                                      ("distill",)),
+    KL_BEATS.format("embedding_mse"): ("Matching the teachers' distributions of relative "
+                                       "distances (KL) beats matching absolute targets (here: "
+                                       "the embeddings themselves).", ("distill",)),
+}
+
+
 def _row(claim: str, measured: str, rule: str, holds: bool) -> dict:
     return {"claim": claim, "measured": measured, "rule": rule, "holds": bool(holds)}
 
 
-def _beats_claim(claim, results, a, b, metric, domains, rules) -> dict:
+def _beats_claim(claim, results, a, b, metric, domains, rules, flags=None) -> dict:
     try:
-        cmp = compare(results, a, b, metric, domains, rules)
+        cmp = compare(results, a, b, metric, domains, rules, flags)
     except KeyError:
         return _row(claim, f"not measured: no {metric} rows for {a} and {b}", beats_rule(rules), False)
     rule = beats_rule(rules, int(cmp.n.max()) if len(cmp) else 1)
-    return _row(claim, wins_sentence(cmp, a, b, metric), rule, beats(cmp))
+    return _row(claim, wins_sentence(cmp, a, b, metric, flags), rule, beats(cmp))
 
 
-def _close_claim(results, metric, domains, rules) -> dict:
-    claim = "the distilled student comes close to the specialists"
+def _close_claim(results, metric, domains, rules, flags=None) -> dict:
+    claim = CLOSE
     rule = (f"the mean over domains of the seed-mean gap (kl - specialist) > "
             f"{_signed(-rules.close_gap)}")
+    if (skip := _not_compared("distill:kl", "specialist", flags)) is not None:
+        return _row(claim, skip, rule, False)
     try:
         cmp = compare(results, "distill:kl", "specialist", metric, domains, rules)
     except KeyError:
@@ -469,7 +726,7 @@ def _spread_claim(named_peaks, metric, min_spread, rules) -> dict:
         flags.append(spread >= min_spread)
         parts.append(f"{name}: " + ", ".join(f"{r.domain} {r.peak_epoch}" for r in t.itertuples())
                      + f" (spread {spread})")
-    return _row("in naive fusion, domains peak at different epochs",
+    return _row(PEAKS_DIFFER,
                 f"validation {metric} peak epochs, {'; '.join(parts)}: a spread of at least "
                 f"{min_spread} epochs on {_of_seeds(sum(flags), len(flags))}",
                 f"peak = last validation epoch within {_num(rules.tie_tolerance)} of the domain's maximum; "
@@ -501,8 +758,7 @@ def _overfit_claim(named_peaks, metric, rules) -> dict:
             f"another still improves while it does when that one first comes within "
             f"{_num(rules.tie_tolerance)} of its own maximum only after the first domain has fallen "
             f"more than {_num(rules.overfit_drop)} below its peak; on a majority of seeds")
-    return _row("in naive fusion, some domains over-fit while others still improve", measured, rule,
-                _majority(flags))
+    return _row(OVERFITS, measured, rule, _majority(flags))
 
 
 def _cost_claim(named_costs, metric, rules) -> dict:
@@ -512,7 +768,7 @@ def _cost_claim(named_costs, metric, rules) -> dict:
         top = float(worst.cost) if worst is not None else np.nan
         flags.append(bool(top > rules.cost_tolerance + _EPS))
         parts.append(f"{name}: {_signed(top)}" + (f" ({worst.domain})" if worst is not None else ""))
-    return _row("one shared stopping point costs some domain",
+    return _row(STOP_COSTS,
                 f"largest test {metric} lost by stopping all domains at the selected epoch instead of "
                 f"each at its own peak, {'; '.join(parts)}",
                 f"the largest cost (test at the domain's own peak epoch - test at the shared epoch) > "
@@ -521,29 +777,28 @@ def _cost_claim(named_costs, metric, rules) -> dict:
 
 def claims(results: pd.DataFrame, peak_tables: Sequence[pd.DataFrame] | Mapping,
            cost_tables: Sequence[pd.DataFrame] | Mapping, domains: list[str] | None = None,
-           metric: str = "recall@1", rules: Rules = Rules(), min_spread: int | None = None
-           ) -> pd.DataFrame:
+           metric: str = "recall@1", rules: Rules = Rules(), min_spread: int | None = None,
+           flags: Mapping[str, str] | None = None) -> pd.DataFrame:
     """The claims of SPEC §1: columns `claim`, `measured`, `rule`, `holds`.
 
     `peak_tables` / `cost_tables`: `peak_epochs` / `stopping_cost` of the naive model, one per
     seed (a list, or a {seed: table} mapping to name the seeds), computed with the same `rules`.
-    `min_spread` (epochs) defaults to `rules.min_spread_evals` evaluation intervals."""
+    `min_spread` (epochs) defaults to `rules.min_spread_evals` evaluation intervals. A model in
+    `flags` ({label: reason}, see `collapsed`) is not compared: its claims do not hold."""
     peaks, costs = _named(peak_tables), _named(cost_tables)
     need = _spread_threshold(min_spread, [t.eval_interval.max() for _, t in peaks
                                           if "eval_interval" in t], rules)
-    rows = [_beats_claim("naive fusion falls short of the specialists", results, "specialist", "naive",
-                         metric, domains, rules),
+    rows = [_beats_claim(FALLS_SHORT, results, "specialist", "naive", metric, domains, rules, flags),
             _spread_claim(peaks, metric, need, rules),
             _overfit_claim(peaks, metric, rules),
             _cost_claim(costs, metric, rules),
-            _beats_claim("distilling the specialists beats naive fusion", results, "distill:kl", "naive",
-                         metric, domains, rules),
-            _close_claim(results, metric, domains, rules)]
+            _beats_claim(DISTILL_BEATS, results, "distill:kl", "naive", metric, domains, rules, flags),
+            _close_claim(results, metric, domains, rules, flags)]
     present = set(label(results[results.metric == metric]))
     for absolute in ("distill:distance_mse", "distill:embedding_mse"):
         if absolute in present:
-            rows.append(_beats_claim(f"distribution distillation (kl) beats {absolute.split(':')[1]}",
-                                     results, "distill:kl", absolute, metric, domains, rules))
+            rows.append(_beats_claim(KL_BEATS.format(absolute.split(":")[1]), results, "distill:kl",
+                                     absolute, metric, domains, rules, flags))
     return pd.DataFrame(rows, columns=["claim", "measured", "rule", "holds"])
 
 
@@ -555,26 +810,44 @@ def claims_sentence(verdict: pd.DataFrame) -> str:
                         for r in verdict.itertuples()) + ".")
 
 
-def distillation_summary(table: pd.DataFrame, methods: list[str], domains: list[str] | None = None,
-                         metric: str = "recall@1", rules: Rules = Rules()) -> str:
-    """Markdown for notebook 03: kl against each other loss (the beats rule), the kl student's
-    gap to the specialists, and the ranking on the merged index."""
-    lines = []
-    if "kl" in methods:
-        for other in [m for m in methods if m != "kl"]:
-            lines.append("- " + comparison_sentence(table, "distill:kl", f"distill:{other}", metric,
-                                                    domains, rules))
-        close = _close_claim(table, metric, domains, rules)
-        lines.append(f"- Gap of the `kl` student to the specialists: {close['measured']}; "
-                     + ("close" if close["holds"] else "**not** close")
-                     + f" by the rule ({close['rule']}).")
+def _against_naive(table, students, metric, domains, rules, flags) -> list[str]:
+    """Each student against naive fusion, the reference (or why it cannot be)."""
+    if "naive" not in set(label(table[table.metric == metric])):
+        return [f"- Naive fusion (the reference): no naive {metric} rows in this table, so no "
+                f"student is compared with it."]
+    return ["- " + comparison_sentence(table, s, "naive", metric, domains, rules, flags)
+            for s in students]
+
+
+def _merged_line(table, metric, flags) -> list[str]:
     merged = table[(table.domain == "merged") & (table.metric == metric)]
-    if len(merged):
-        ranked = merged.assign(model_name=label(merged)).groupby("model_name", sort=False).value
-        order = ranked.mean().sort_values(ascending=False, kind="stable").index
-        lines.append(f"- Merged index {metric}: "
-                     + ", ".join(f"{m} {_mean_std(ranked.get_group(m))}" for m in order) + ".")
-    return "\n".join(lines)
+    if merged.empty:
+        return []
+    ranked = merged.assign(model_name=label(merged)).groupby("model_name", sort=False).value
+    order = ranked.mean().sort_values(ascending=False, kind="stable").index
+    return [f"- Merged index {metric}: " + ", ".join(
+        f"{m} {_mean_std(ranked.get_group(m))}" + (f" (collapsed: {flags[m]})" if m in flags else "")
+        for m in order) + "."]
+
+
+def distillation_summary(table: pd.DataFrame, methods: list[str], domains: list[str] | None = None,
+                         metric: str = "recall@1", rules: Rules = Rules(),
+                         flags: Mapping[str, str] | None = None) -> str:
+    """Markdown for notebook 03: kl against each other loss and every student against naive
+    fusion (the reference; the beats rule), the kl student's gap to the specialists, and the
+    ranking on the merged index. A model in `flags` ({label: reason}, see `collapsed`) is named
+    with its reason and counted as neither a win nor a loss."""
+    flags = dict(flags or {})
+    students = [f"distill:{m}" for m in methods]
+    lines = ["- " + comparison_sentence(table, "distill:kl", s, metric, domains, rules, flags)
+             for s in students if "kl" in methods and s != "distill:kl"]
+    lines += _against_naive(table, students, metric, domains, rules, flags)
+    if "kl" in methods:
+        close = _close_claim(table, metric, domains, rules, flags)
+        verdict = ("" if "distill:kl" in flags else
+                   f"; {'close' if close['holds'] else '**not** close'} by the rule ({close['rule']})")
+        lines.append(f"- Gap of the `kl` student to the specialists: {close['measured']}{verdict}.")
+    return "\n".join(lines + _merged_line(table, metric, flags))
 
 
 # ---------------------------------------------------------------- ablations (notebook 05)
@@ -584,10 +857,22 @@ def _sweep(table: pd.DataFrame, knob: str, metric: str) -> pd.DataFrame:
     return t.assign(**{knob: t[knob].map(setting_label)})
 
 
+def _over_seeds(metric: str, counts) -> str:
+    """A table header: 'recall@1 (mean ± std over 3 seeds)'; with one seed in some cell, where
+    no std is shown: 'recall@1 (mean over 1 seed)' or '… over 1–3 seeds; n = 1: the mean alone'."""
+    if not len(counts):
+        return f"{metric} (mean ± std over 0 seeds)"
+    lo, hi = int(min(counts)), int(max(counts))
+    if hi == 1:
+        return f"{metric} (mean over {_seeds(counts)})"
+    return f"{metric} (mean ± std over {_seeds(counts)}" + ("; n = 1: the mean alone)" if lo == 1 else ")")
+
+
 def ablation_table(table: pd.DataFrame, knob: str, values: list, metric: str = "recall@1"
                    ) -> pd.DataFrame:
     """Per setting of `knob` (rows in the order of `values`): per domain 'mean ± std' over seeds
-    and, in 'all domains', the per-seed mean over domains summarised the same way."""
+    (the mean alone for one seed) and, in 'all domains', the per-seed mean over domains
+    summarised the same way; the header says over how many seeds."""
     t = _sweep(table, knob, metric)
     order = [setting_label(v) for v in values]
     shown = (t.groupby([knob, "domain"], sort=False).value.agg(_mean_std).unstack("domain")
@@ -595,30 +880,59 @@ def ablation_table(table: pd.DataFrame, knob: str, values: list, metric: str = "
     by_seed = t.groupby([knob, "seed"]).value.mean()
     shown["all domains"] = by_seed.groupby(level=knob).agg(_mean_std).reindex(order)
     n = t.groupby([knob, "domain"]).seed.nunique()
-    return shown.fillna("–").rename_axis(index=knob, columns=f"{metric} (mean ± std over "
-                                         f"{_seeds(n) if len(n) else '0 seeds'})")
+    return shown.fillna("–").rename_axis(index=knob, columns=_over_seeds(metric, n))
 
 
-def ablation_sentence(table: pd.DataFrame, knob: str, values: list, metric: str = "recall@1",
-                      rules: Rules = Rules()) -> str:
-    """'**knob** (metric, n seeds): averaged over domains, the best setting was … and the worst …,
-    a range of …; best per domain: …' (ties go to the earlier setting in `values`)."""
+def _ablation_part(table: pd.DataFrame, knob: str, order: list[str], metric: str, rules: Rules
+                   ) -> tuple[str, str | None] | None:
+    """One metric's clause and its clearly best setting (None when the range is within
+    min_gain); None without rows. Ties go to the earlier setting in `order`."""
     t = _sweep(table, knob, metric)
     if t.empty:
-        return f"**{knob}**: no {metric} results to compare."
-    order = [setting_label(v) for v in values]
-    order += [v for v in dict.fromkeys(t[knob]) if v not in order]
+        return None
+    order = order + [v for v in dict.fromkeys(t[knob]) if v not in order]
     average = t.groupby([knob, "seed"]).value.mean().groupby(level=knob).mean().reindex(order).dropna()
     best, worst = average.idxmax(), average.idxmin()
     per_domain = t.groupby(["domain", knob], sort=False).value.mean()
     best_per = {d: s.droplevel(0).reindex(order).idxmax() for d, s in per_domain.groupby(level=0, sort=False)}
     span = average.max() - average.min()
-    text = (f"**{knob}** ({metric}, {_seeds(t.groupby(knob).seed.nunique())}): averaged over domains, "
-            f"the best setting was {best} ({_num(average[best])}) and the worst {worst} "
-            f"({_num(average[worst])}), a range of {_num(span)}")
-    if span <= rules.min_gain + _EPS:
-        text += f" (within {_num(rules.min_gain)}: no setting is clearly better)"
-    return text + "; best per domain: " + ", ".join(f"{d} {v}" for d, v in best_per.items()) + "."
+    clear = span > rules.min_gain + _EPS
+    text = (f"{metric} averaged over domains: " + (
+        f"the best setting was {best} ({_num(average[best])}) and the worst {worst} "
+        f"({_num(average[worst])}), a range of {_num(span)}" if clear else
+        f"from {_num(average.min())} to {_num(average.max())}, a range of {_num(span)} (within "
+        f"{_num(rules.min_gain)}: no setting is clearly better)")
+        + "; best per domain: " + ", ".join(f"{d} {v}" for d, v in best_per.items()) + ".")
+    return text, best if clear else None
+
+
+def _agreement(parts: dict[str, tuple[str, str | None]]) -> str:
+    (m1, (_, b1)), (m2, (_, b2)) = parts.items()
+    if b1 is None and b2 is None:
+        return f"Neither {m1} nor {m2} separates the settings."
+    if b1 is None or b2 is None:
+        vague, sure = (m1, m2) if b1 is None else (m2, m1)
+        return f"{vague} does not separate the settings: the best setting rests on {sure} alone."
+    if b1 == b2:
+        return f"{m1} and {m2} agree on the best setting ({b1})."
+    return f"{m1} and {m2} **disagree** on the best setting ({m1}: {b1}, {m2}: {b2})."
+
+
+def ablation_sentence(table: pd.DataFrame, knob: str, values: list, metric: str = "recall@1",
+                      rules: Rules = Rules(), also: str | None = "map@r") -> str:
+    """'**knob** (n seeds): <metric> averaged over domains, the best setting was … and the worst
+    …, a range of …; best per domain: …. <also> … . Whether the two agree on the best setting'
+    (a setting is best only when the range exceeds min_gain; ties go to the earlier setting in
+    `values`)."""
+    order = [setting_label(v) for v in values]
+    parts = {m: part for m in dict.fromkeys([metric, also]) if m
+             and (part := _ablation_part(table, knob, order, m, rules)) is not None}
+    if metric not in parts:
+        return f"**{knob}**: no {metric} results to compare."
+    t = _sweep(table, knob, metric)
+    text = f"**{knob}** ({_seeds(t.groupby(knob).seed.nunique())}): " + " ".join(
+        part[0] for part in parts.values())
+    return text + (" " + _agreement(parts) if len(parts) == 2 else "")
 
 
 def ablation_rows(table: pd.DataFrame, knob: str, notebook: str) -> pd.DataFrame:
@@ -631,3 +945,203 @@ def ablation_rows(table: pd.DataFrame, knob: str, notebook: str) -> pd.DataFrame
     out = pd.DataFrame({"notebook": notebook, "model": model, "method": names,
                         **{c: table[c] for c in RESULT_COLUMNS[3:]}}, index=table.index)
     return out[RESULT_COLUMNS].reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- the paper, and what to run next
+
+SWEEP_NOTEBOOK = "notebooks/03_absolute_vs_distribution_distillation.ipynb"
+# notebook 05's standard knobs with the values a first sweep tries (names as `-p` takes them,
+# `ue_lib.profiles.setting_path`; kl.*: `ue_lib.losses.DistributionDistillationLoss`, where
+# neighbors None is the whole batch; domain_schedule: `ue_lib.samplers.SCHEDULES`)
+STANDARD_KNOBS: dict[str, list] = {
+    "kl.temperature": [0.02, 0.05, 0.2],
+    "kl.neighbors": [None, 4, 16],
+    "kl.direction": ["teacher_student", "student_teacher", "symmetric"],
+    "metric_weight": [0.0, 0.5, 1.0],
+    "domain_schedule": ["round_robin", "proportional", "dynamic"],
+    "embedding_dim": [32, 64, 128],
+}
+RETRAINS_TEACHERS = ("embedding_dim",)  # knobs that change the specialists as well as the student
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def _cli(value) -> str:
+    """A setting's value as `-p` reads it back (`ue_lib.profiles.parse_value`)."""
+    return shlex.quote(value if isinstance(value, str) else repr(value))
+
+
+def _p_args(settings: Mapping) -> str:
+    return " ".join(f"-p {k} {_cli(v)}" for k, v in settings.items())
+
+
+def paper_comparison(verdict: pd.DataFrame) -> pd.DataFrame:
+    """The paper's claims in words (its tables are not available here) beside this run's
+    verdict: columns `claim`, `the paper (in words)`, `this run` (held / did not hold: measured)."""
+    rows = [{"claim": r.claim, "the paper (in words)": PAPER.get(r.claim, ("(not a claim of the paper)",))[0],
+             "this run": ("held: " if r.holds else "did not hold: ") + r.measured}
+            for r in verdict.itertuples()]
+    return pd.DataFrame(rows, columns=["claim", "the paper (in words)", "this run"])
+
+
+def _kinds(claim: str) -> tuple[str, ...]:
+    return PAPER.get(claim, ("", ("specialist", "naive", "distill")))[1]
+
+
+def _of_kinds(budget: pd.DataFrame | None, kinds) -> pd.DataFrame:
+    if budget is None:
+        return pd.DataFrame(columns=["model", "domain", "batches", "flag", "note"])
+    return budget[budget.model.astype(str).str.split(":").str[0].isin(kinds)]
+
+
+def _length(row, kinds, profile, budget) -> tuple[str, dict] | None:
+    still = _flagged(_of_kinds(budget, kinds), "flag", TRAIN_LONGER)
+    short = "too short to test over-fitting" in row.measured
+    if not still and not short:
+        return None
+    seen = ([f"{', '.join(still)} {'was' if len(still) == 1 else 'were'} selected at the last "
+             f"epoch trained (still improving)"] if still else []) + (
+        ["every domain of naive fusion was still improving at its last evaluation"] if short else [])
+    return (f"the run may have been too short: {' and '.join(seen)}, so more epochs may change "
+            f"the outcome"), {f"epochs_{k}": 2 * getattr(profile, f"epochs_{k}") for k in kinds}
+
+
+def _budget(kinds, profile, budget, rules) -> tuple[str, dict] | None:
+    if len(kinds) < 2:
+        return None
+    epochs = {k: getattr(profile, f"epochs_{k}") for k in kinds}
+    seen = ([f"their epochs differ ({', '.join(f'{k} {e}' for k, e in epochs.items())})"]
+            if len(set(epochs.values())) > 1 else [])
+    if budget is not None:
+        spans = _budget_spans(_of_kinds(budget, kinds), rules)
+        unequal = list(spans.index[~spans.equal])
+        seen += [f"their batches of {', '.join(unequal)} differ by more than "
+                 f"{_pct(rules.budget_tolerance)}"] if unequal else []
+    elif "specialist" in kinds and not profile.batches_per_domain:
+        seen.append("with batches_per_domain 0 a specialist's epoch is its own domain's number of "
+                    "batches, a universal model's the mean over domains")
+    if not seen:
+        return None
+    top = max(epochs.values())
+    return (f"these models did not get the same training budget: {'; '.join(seen)}",
+            {f"epochs_{k}": top for k, e in epochs.items() if e != top})
+
+
+def _regime(profile) -> tuple[str, dict]:
+    if profile.weights:
+        change = {"trainable_stages": 1 if profile.trainable_stages == 0 else 0}
+    else:
+        change = {} if profile.backbone == "small_cnn" else {"weights": "imagenet"}
+    return (f"this run starts from {_start(profile)}; another start (pretrained and fine-tuned, "
+            f"frozen, or from scratch) may change the outcome"), change
+
+
+def _similarity(kinds, profile) -> tuple[str, dict] | None:
+    if "naive" not in kinds:
+        return None
+    return (f"the domains ({', '.join(profile.domain_names)}) may be similar enough for one model "
+            f"to serve them all, which leaves naive fusion little to lose; only other domains "
+            f"(`--domains`) test it"), {}
+
+
+def _models_of_04(profile) -> dict[str, int]:
+    """The models notebook 04 trains, per kind: per seed the specialists, naive fusion and the
+    final students, plus the extra students of each method's tuning (`distill_tuning`, at the
+    base seed only)."""
+    seeds, methods = len(profile.seed_list()), len(profile.methods("final_methods"))
+    points = int(np.prod([len(v) for v in getattr(profile, "distill_tuning", {}).values()]))
+    return {"specialist": len(profile.domain_names) * seeds, "naive": seeds,
+            "distill": methods * seeds + methods * (points - 1)}
+
+
+def _expected_time(change: dict, profile, seconds: Mapping[str, float]) -> str:
+    """Training time of notebook 04 with `change`, from this run's seconds per model."""
+    if not all(k.startswith("epochs_") for k in change):
+        return "not estimable from this run's times (the change alters the cost of every step)"
+    total, terms = 0.0, []
+    for kind, n in _models_of_04(profile).items():
+        if not seconds.get(kind):
+            return f"unknown: no measured training time of a {kind} model in this run"
+        old = getattr(profile, f"epochs_{kind}")
+        new = change.get(f"epochs_{kind}", old)
+        total += n * seconds[kind] * new / old
+        terms.append(f"{n} {kind} x {seconds[kind]:.1f} s" + (f" x {new}/{old} epochs" if new != old else ""))
+    return (f"about {_duration(total)} of training for {len(profile.seed_list())} seeds ("
+            f"{' + '.join(terms)}; evaluation not included)")
+
+
+def _command(change: dict, profile, run_overrides: Mapping) -> str:
+    settings = {**{k: v for k, v in run_overrides.items() if k not in change}, **change}
+    out = slug(f"{profile.name}-" + "-".join(f"{k}{v}" for k, v in change.items()))
+    return f"ue run --profile {profile.name} --out runs/{out} --only 04 {_p_args(settings)}"
+
+
+def _next_run(row, profile, seconds, budget, run_overrides, rules) -> list[str]:
+    kinds = _kinds(row.claim)
+    found = {"length": _length(row, kinds, profile, budget), "budget": _budget(kinds, profile, budget, rules),
+             "regime": _regime(profile), "domain similarity": _similarity(kinds, profile)}
+    found = {k: v for k, v in found.items() if v is not None}
+    lines = [f"- **{row.claim}** did not hold. Candidate explanations (candidates, not established "
+             f"by this run):"] + [f"  - *{k}*: {text}." for k, (text, _) in found.items()]
+    main = next(((k, change) for k, (_, change) in found.items() if change), None)
+    if main is None:
+        return lines + ["  - No single setting tests these candidates."]
+    return lines + [f"  - Main candidate: *{main[0]}*. Test it with "
+                    f"`{_command(main[1], profile, run_overrides)}` "
+                    f"(expected: {_expected_time(main[1], profile, seconds)})."]
+
+
+def next_runs(verdict: pd.DataFrame, profile, seconds: Mapping[str, float],
+              budget: pd.DataFrame | None = None, run_overrides: Mapping | None = None,
+              rules: Rules = Rules()) -> str:
+    """Markdown: for each claim of `claims` that did not hold, the candidate explanations this
+    run points to -- length (a model still improving at its last epoch, from `budget`, a
+    `budget_table`; or naive fusion too short to test over-fitting), budget (epochs or batches
+    per domain differ between the models the claim compares), regime (`profile.weights`,
+    `trainable_stages`) and domain similarity -- and one `ue run` command that tests the main
+    one (the first with a command, in that order), with its expected training time from
+    `seconds` ({kind: measured training seconds per model}, kinds specialist, naive, distill)
+    scaled by the epochs ratio x the models notebook 04 trains (per seed, plus its tuning).
+    `run_overrides` are this run's own `-p` settings, repeated in the command so that only the
+    tested change differs."""
+    failed = verdict[~verdict.holds.astype(bool)]
+    if failed.empty:
+        return "Every claim held: no next run is needed to explain a failure."
+    lines = [f"{len(failed)} of {len(verdict)} claims did not hold."]
+    for row in failed.itertuples():
+        lines += _next_run(row, profile, seconds, budget, dict(run_overrides or {}), rules)
+    return "\n".join(lines)
+
+
+def ablation_plan(grid_that_ran: Mapping[str, list], profile, seconds_per_point: float,
+                  seeds: Sequence[int]) -> str:
+    """Markdown for notebook 05: which knobs and seeds ran, and for each knob of
+    `STANDARD_KNOBS` that did not, the `ue sweep` command over notebook 03 that runs it on the
+    same seeds, with its expected time (values x seeds x `seconds_per_point`, measured here)."""
+    seeds = [int(s) for s in seeds]
+    ran = "; ".join(f"{k} ({', '.join(setting_label(v) for v in values)})"
+                    for k, values in grid_that_ran.items()) or "no knob"
+    n = f"{len(seeds)} seed" + ("" if len(seeds) == 1 else "s")
+    lines = [f"- Ran: {ran}, on {n} ({', '.join(map(str, seeds))})"
+             + (": one seed has no spread, so no setting can be told apart from seed noise"
+                if len(seeds) == 1 else "") + "."]
+    todo = {k: v for k, v in STANDARD_KNOBS.items() if k not in grid_that_ran}
+    if not todo:
+        return "\n".join(lines + ["- Every knob of the standard list ran."])
+    # each point runs notebook 03 for the kl student alone, tuned like every student
+    per_point = seconds_per_point * len(profile.tuning_points())
+    lines.append(f"- Not run yet (expected time: values x {n} x {per_point:.1f} s per point, the kl "
+                 f"student's training time measured in this run x its {len(profile.tuning_points())} "
+                 f"tuning point(s)):")
+    for knob, values in todo.items():
+        cmd = (f"ue sweep {SWEEP_NOTEBOOK} --profile {profile.name} "
+               f"--out runs/{slug(f'{profile.name}-sweep-{knob}')} --seeds {' '.join(map(str, seeds))} "
+               f"-p distill_methods kl -p {knob} {' '.join(_cli(v) for v in values)}")
+        more = "; it retrains the specialists too, so more" if knob in RETRAINS_TEACHERS else ""
+        lines.append(f"  - `{knob}`: `{cmd}` ({len(values)} values x {n} x {per_point:.1f} s: "
+                     f"about {_duration(len(values) * len(seeds) * per_point)}{more}).")
+    return "\n".join(lines)

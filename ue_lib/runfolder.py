@@ -16,11 +16,19 @@ empty folder. Layout of a run folder:
 so a model is reused exactly when it would come out the same, and a changed setting trains a
 new one beside it. `models_dir` can point elsewhere, e.g. one folder shared by a sweep's points.
 Within a process every model is loaded once (teachers included), whatever asks for it.
+
+Students are tuned (`Profile.distill_tuning`): every distillation method gets the same grid,
+one student per point at the run's base seed, kept in the same model folders (so the tuning of
+notebook 03 is loaded, not repeated, by notebooks 04 and 05). The point with the best mean
+validation recall@1 (never test) gives the settings of that method's student at every seed;
+the base seed's student is that point's model itself. Teachers never change with the tuning.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +47,43 @@ from .profiles import Profile
 from .spec import RunSpec
 from .train import TrainJob, TrainResult, train
 
+VAL_SCORE = "val_recall@1"  # the column of a tuning table that selects (TrainJob's selection metric)
+
+
+@dataclass(frozen=True, eq=False)
+class Tuning:
+    """One distillation method's tuning (`Profile.distill_tuning`) at a run's base seed."""
+
+    method: str
+    # one row per grid point, in grid order: its settings (a column per tuned setting), the
+    # mean over domains of its validation recall@1 at its selected epoch (`val_recall@1`,
+    # NaN when the training diverged: see `error`), `best_epoch`, `epochs`, `seconds` (of its
+    # training, also when loaded) and `chosen`
+    table: pd.DataFrame
+    chosen: dict  # the overrides of the best point (ties: the first in grid order)
+    profile: Profile  # the profile with `chosen` applied: what the method's students train with
+
+    def describe(self) -> str:
+        """'kl: lr=0.002 (mean val recall@1 0.853) over lr=0.0006 (0.841)'."""
+        def point(row) -> str:
+            return ", ".join(f"{k}={row[k]}" for k in self.chosen) or "the profile's settings"
+
+        best = self.table[self.table.chosen].iloc[0]
+        rest = ", ".join(f"{point(r)} ({'diverged' if r.error else f'{r[VAL_SCORE]:.3f}'})"
+                         for _, r in self.table[~self.table.chosen].iterrows())
+        return (f"{self.method}: {point(best)} (mean val recall@1 {best[VAL_SCORE]:.3f})"
+                + (f" over {rest}" if rest else ""))
+
+
+def _split_mean(result: TrainResult, split: str, metric: str) -> float:
+    """The mean over domains of `metric` on `split` at the selected epoch."""
+    f = result.final
+    rows = f[(f.split == split) & (f.metric == metric)]
+    if rows.empty:
+        raise ValueError(f"no {split} {metric} in this model's results; it has "
+                         f"{', '.join(sorted(set(f.metric)))}")
+    return float(rows.value.mean())
+
 
 @dataclass
 class RunFolder:
@@ -50,6 +95,7 @@ class RunFolder:
     rows: list[dict] = field(default_factory=list)
     _domains: dict[tuple, dict[str, Domain]] = field(default_factory=dict, repr=False)
     _models: dict[tuple, TrainResult] = field(default_factory=dict, repr=False)
+    _tunings: dict[tuple, Tuning] = field(default_factory=dict, repr=False)
     _stores: dict[str, FeatureStore] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -122,6 +168,16 @@ class RunFolder:
             self._models[key] = result
         return self._models[key]
 
+    def seconds(self) -> dict[str, float]:
+        """Mean training seconds per model kind ("specialist", "naive", "distill", …) over the
+        models this folder holds in memory, as each took when it was trained (so loaded models
+        count too): for the expected time of a next run."""
+        by_kind: dict[str, list[float]] = {}
+        for result in self._models.values():
+            kind = result.config["objective"]["kind"]
+            by_kind.setdefault(kind, []).append(result.seconds)
+        return {kind: float(np.mean(v)) for kind, v in by_kind.items()}
+
     def specialists(self, seed: int | None = None, profile: Profile | None = None
                     ) -> dict[str, TrainResult]:
         """One model per domain (the teachers)."""
@@ -134,13 +190,80 @@ class RunFolder:
         p, seed = profile or self.profile, self.seed if seed is None else seed
         return self.train(NaiveFusion(p), self.domains(seed, p), seed, f"seed{seed}")
 
-    def student(self, method: str, seed: int | None = None, profile: Profile | None = None
-                ) -> TrainResult:
-        """A universal student distilled from this seed's specialists with loss `method`."""
+    def student(self, method: str, seed: int | None = None, profile: Profile | None = None,
+                tuned: bool = True) -> TrainResult:
+        """The universal student of loss `method` at `seed`, distilled from this seed's
+        specialists: trained with the settings `tuning(method, profile)` chose (the base seed's
+        student is the chosen point's model, every other seed's is trained with its settings),
+        or with the profile's own when `tuned=False` or the profile has no `distill_tuning`."""
+        p = profile or self.profile
+        chosen = self.tuning(method, p).chosen if tuned and p.distill_tuning else {}
+        return self.distill(method, seed, p, chosen)
+
+    def distill(self, method: str, seed: int | None = None, profile: Profile | None = None,
+                overrides: dict | None = None) -> TrainResult:
+        """A student of loss `method` distilled from the specialists of `profile` at `seed`,
+        trained with `profile` plus `overrides` (settings of the student alone: its teachers
+        and data stay those of `profile`). No tuning: see `student`."""
         p, seed = profile or self.profile, self.seed if seed is None else seed
         teachers = {n: r.model for n, r in self.specialists(seed, p).items()}
-        return self.train(Distillation(p, method, teachers), self.domains(seed, p), seed,
+        trained = p.with_overrides(overrides) if overrides else p
+        return self.train(Distillation(trained, method, teachers), self.domains(seed, p), seed,
                           f"seed{seed}")
+
+    def tuning(self, method: str, profile: Profile | None = None) -> Tuning:
+        """The tuning of `method` under `profile`: one student per point of its `distill_tuning`
+        grid (the same grid for every method), each distilled from the specialists at the run's
+        base seed (`self.seed`) and judged by its mean validation recall@1 at its selected epoch
+        (test is never looked at). Models are kept in and reused from the models folder like
+        any other; a point whose training diverged (non-finite loss) is recorded with NaN and
+        its error, and is never chosen (a new process tries it again). Without
+        `distill_tuning` the one point is the profile itself."""
+        p = profile or self.profile
+        key = (method, json.dumps(dataclasses.asdict(p), sort_keys=True, default=str))
+        if key in self._tunings:
+            return self._tunings[key]
+        rows, best = [], None
+        for i, point in enumerate(p.tuning_points()):
+            try:
+                result = self.distill(method, self.seed, p, point)
+            except FloatingPointError as exc:  # e.g. a learning rate too high for this loss
+                rows.append({**point, VAL_SCORE: float("nan"), "best_epoch": 0, "epochs": 0,
+                             "seconds": float("nan"), "error": str(exc)})
+                continue
+            score = _split_mean(result, "val", "recall@1")
+            rows.append({**point, VAL_SCORE: score, "best_epoch": result.best_epoch,
+                         "epochs": result.config["objective"]["epochs"],
+                         "seconds": result.seconds, "error": ""})
+            if best is None or score > rows[best][VAL_SCORE]:  # ties: the first point
+                best = i
+        if best is None:
+            raise FloatingPointError(f"every tuning point of {method} diverged: "
+                                     + "; ".join(r["error"] for r in rows))
+        table = pd.DataFrame(rows).assign(chosen=[i == best for i in range(len(rows))])
+        chosen = p.tuning_points()[best]
+        tuning = Tuning(method, table, chosen, p.with_overrides(chosen) if chosen else p)
+        if self.progress and p.distill_tuning:
+            print(f"tuning {tuning.describe()}")
+        self._tunings[key] = tuning
+        return tuning
+
+    def labelled(self, methods: Sequence[str] = (), seed: int | None = None
+                 ) -> dict[str, TrainResult]:
+        """This seed's specialists, naive fusion and the students of `methods`, keyed by the
+        labels of `report.label` ('specialist:<domain>', 'naive', 'distill:<method>'): the
+        input of `report.budget_table`."""
+        return {**{f"specialist:{n}": r for n, r in self.specialists(seed).items()},
+                "naive": self.naive(seed), **{f"distill:{m}": self.student(m, seed) for m in methods}}
+
+    def references(self, metric: str = "recall@1", seed: int | None = None,
+                   profile: Profile | None = None) -> dict[str, float]:
+        """Reference levels for plots: the mean over domains of the test `metric` of the naive
+        model ("naive") and of the specialists, each on its own domain ("specialist"), at `seed`
+        (the run's by default); the models are loaded when present, else trained."""
+        specialists = self.specialists(seed, profile).values()
+        return {"naive": _split_mean(self.naive(seed, profile), "test", metric),
+                "specialist": float(np.mean([_split_mean(r, "test", metric) for r in specialists]))}
 
     # ---- measurements
     def record(self, model: str, method: str, result: TrainResult, seed: int | None = None,
@@ -184,7 +307,7 @@ def model_line(name: str, result: TrainResult, epochs: int) -> str:
     recall@1 0.853)' (or 'found' when it was loaded finished from its folder)."""
     f = result.final
     val = f[(f.split == "val") & (f.metric == "recall@1")].value.mean()
-    done = f"trained {epochs} epochs in {result.seconds:.0f} s" if result.seconds else "found"
+    done = "found" if result.loaded else f"trained {epochs} epochs in {result.seconds:.1f} s"
     last = " (its last: still improving)" if result.best_epoch == epochs else ""
     return (f"{name}: {done}; selected epoch {result.best_epoch} of {epochs}{last}, mean val "
             f"recall@1 {val:.3f}")
@@ -212,26 +335,34 @@ def repeat_over_seeds(folder: RunFolder, seeds: list[int], methods: list[str], r
 
 
 def ablation(folder: RunFolder, knob: str, values: list, seeds: list[int],
-             method: str = "kl") -> pd.DataFrame:
+             method: str = "kl", tuned: bool = True) -> pd.DataFrame:
     """One knob of notebook 05, in this process: for each value of `knob` (a profile setting,
     e.g. "kl.temperature" or "domain_schedule") and seed, the `method` student (and, when the
     knob changes them, its teachers) trained with that value; its test rows per domain, with a
-    column named after the knob. Models are shared with the other notebooks' run folder."""
+    column named after the knob. Models are shared with the other notebooks' run folder.
+
+    One knob varies at a time around the student the other notebooks report: with `tuned`
+    (and a `distill_tuning`), around the settings `folder.tuning(method)` chose at the base
+    profile (not re-tuned per value: a knob is compared at that setting; a knob that is itself
+    a tuned setting replaces the chosen value), so the knob's profile value gives that very
+    student. `tuned=False`: around the profile's own settings."""
+    chosen = folder.tuning(method).chosen if tuned and folder.profile.distill_tuning else {}
     parts = []
     for value in values:
         profile = folder.profile.with_overrides({knob: value})
         for s in seeds:
-            rows = folder.record("distill", method, folder.student(method, s, profile), s,
-                                 keep=False, profile=profile)
+            student = folder.distill(method, s, profile, {**chosen, knob: value})
+            rows = folder.record("distill", method, student, s, keep=False, profile=profile)
             parts.append(rows.assign(**{knob: value}))
     return pd.concat(parts, ignore_index=True)
 
 
-def ablations(folder: RunFolder, sweep_dir: str = "", method: str = "kl"
+def ablations(folder: RunFolder, sweep_dir: str = "", method: str = "kl", tuned: bool = True
               ) -> dict[str, tuple[list, pd.DataFrame]]:
     """Notebook 05's tables, {knob: (values, rows)}: the `method` student's per-domain test rows
-    for each value of each knob. Read from a finished `ue sweep` folder when `sweep_dir` is
-    given, else run the profile's `ablation_grid` over its `ablation_seeds` in this process."""
+    for each value of each knob (around its tuned settings unless `tuned=False`: `ablation`).
+    Read from a finished `ue sweep` folder when `sweep_dir` is given, else run the profile's
+    `ablation_grid` over its `ablation_seeds` in this process."""
     if sweep_dir:
         from .sweep import read_sweep
 
@@ -240,7 +371,7 @@ def ablations(folder: RunFolder, sweep_dir: str = "", method: str = "kl"
                       & ~table.metric.str.endswith("_curve") & ~table.domain.str.startswith("merged")]
         return {knob: (values, table) for knob, values in grid.items()}
     seeds = folder.profile.seed_list("ablation_seeds", offset=folder.seed)
-    return {knob: (values, ablation(folder, knob, values, seeds, method))
+    return {knob: (values, ablation(folder, knob, values, seeds, method, tuned))
             for knob, values in folder.profile.ablation_grid.items()}
 
 
@@ -248,24 +379,41 @@ PARTS = ("specialists", "naive", "students")
 
 
 def train_models(spec: RunSpec, parts: tuple[str, ...] = PARTS,
-                 progress: bool = True) -> list[tuple[str, float]]:
+                 progress: bool = True) -> list[tuple[str, TrainResult]]:
     """Train (or find finished) every model notebooks 01-04 use, into the folders they look in:
     per seed of the profile's `seeds` (offset by the run's seed, as notebook 04 does) the
     specialists, the naive model and the students (all `distill_methods` on the first seed, as
-    notebook 03, the `final_methods` on the others). Returns (model, seconds) pairs. Run it
-    under torchrun to train each model on several GPUs; `ue run` then only evaluates."""
+    notebook 03, the `final_methods` on the others), each student with its tuned settings, and
+    the other points of each method's tuning (`RunFolder.tuning`). Returns (name, result)
+    pairs, each model once (`result.loaded`: found finished). Run it under torchrun to train each model on
+    several GPUs; `ue run` then only evaluates."""
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
         raise ValueError(f"unknown part(s) {', '.join(unknown)}; valid: {', '.join(PARTS)}")
-    folder = RunFolder(spec, "train", progress)
-    seeds = spec.settings.seed_list(offset=spec.seed)
-    done = []
+    folder, p = RunFolder(spec, "train", progress), spec.settings
+    seeds = p.seed_list(offset=spec.seed)
+    done, listed = [], set()
+
+    def add(name: str, result: TrainResult) -> None:
+        if id(result) not in listed:  # a tuning point is also the base seed's student
+            listed.add(id(result))
+            done.append((name, result))
+
     for s in seeds:
         if "specialists" in parts:
-            done += [(f"specialist {n} seed {s}", r.seconds) for n, r in folder.specialists(s).items()]
+            for n, r in folder.specialists(s).items():
+                add(f"specialist {n} seed {s}", r)
         if "naive" in parts:
-            done.append((f"naive seed {s}", folder.naive(s).seconds))
+            add(f"naive seed {s}", folder.naive(s))
         if "students" in parts:
-            methods = spec.settings.methods("distill_methods" if s == seeds[0] else "final_methods")
-            done += [(f"distill-{m} seed {s}", folder.student(m, s).seconds) for m in methods]
+            for m in p.methods("distill_methods" if s == seeds[0] else "final_methods"):
+                add(f"distill-{m} seed {s}", folder.student(m, s))
+    if "students" in parts and p.distill_tuning:
+        for m in dict.fromkeys(p.methods("distill_methods") + p.methods("final_methods")):
+            diverged = folder.tuning(m).table.error.tolist()
+            for point, error in zip(p.tuning_points(), diverged):
+                if not error:  # each trained point (now in memory)
+                    label = ",".join(f"{k}={v}" for k, v in point.items())
+                    add(f"distill-{m} tuning {label} seed {folder.seed}",
+                        folder.distill(m, folder.seed, p, point))
     return done

@@ -62,11 +62,13 @@ TRAIN_SETTINGS = ("p", "k", "batches_per_domain", "eval_every", "eval_batch_size
 @dataclass
 class TrainResult:
     model: EmbeddingNet  # weights of the selected (best validation) epoch
-    history: pd.DataFrame  # epoch, domain, split, metric, value (curves; split "train" = loss)
+    history: pd.DataFrame  # epoch, domain, split, metric, value (curves; split "train": the
+    # mean "loss" and the number of "batches" of each domain per epoch)
     best_epoch: int
     final: pd.DataFrame  # domain, split, metric, value of the selected model on val and test
-    seconds: float  # training time of this call (0 when loaded finished from disk)
+    seconds: float  # how long the training took (recorded with the model when it is loaded)
     config: dict
+    loaded: bool = False  # found finished on disk instead of trained by this call
 
 
 # ----------------------------------------------------------------------------- what a model is
@@ -166,7 +168,8 @@ def load_result(out_dir: str | Path, expect_fingerprint: str | None = None) -> T
     model.load_state_dict(state["model"])
     model.eval()
     return TrainResult(model, pd.DataFrame(state["history"]), state["best_epoch"],
-                       pd.DataFrame(state["final"]), 0.0, state["config"])
+                       pd.DataFrame(state["final"]), float(state.get("seconds", 0.0)), state["config"],
+                       loaded=True)
 
 
 @dataclass
@@ -355,6 +358,9 @@ class _Trainer:
             self.sched.step()
         self.history += [{"epoch": epoch + 1, "domain": n, "split": "train", "metric": "loss",
                           "value": float(np.mean(v))} for n, v in sums.items() if v]
+        # the training budget: batches of each domain this epoch (`ue_lib.report.budget_table`)
+        self.history += [{"epoch": epoch + 1, "domain": n, "split": "train", "metric": "batches",
+                          "value": float(len(v))} for n, v in sums.items()]
 
     def after_epoch(self, done: int) -> float | None:
         """Evaluate when due; returns the validation score then."""
