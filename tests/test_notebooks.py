@@ -61,6 +61,36 @@ def smoke_run(tmp_path_factory, data_root):
     return out
 
 
+NOISE = ("Warning", "warning:", "it/s]", "\r", "0.000e+00", "-0.000", "Traceback")
+
+
+def executed_output_noise(notebook: Path) -> list[str]:
+    """The outputs of an executed notebook that a reader should never see: warnings, progress
+    bar residue (carriage returns, tqdm rates), scientific zeros, "-0.000", tracebacks."""
+    found = []
+    for i, cell in enumerate(json.loads(notebook.read_text())["cells"]):
+        for out in cell.get("outputs", []):
+            text = out.get("text") or "".join(str(v) for k, v in out.get("data", {}).items()
+                                              if k.startswith("text/"))
+            text = "".join(text) if isinstance(text, list) else text
+            if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                found.append(f"{notebook.name} cell {i}: stderr {text[:80]!r}")
+            found += [f"{notebook.name} cell {i}: {n!r}" for n in NOISE if n in text]
+    return found
+
+
+def test_executed_notebooks_have_no_warnings_or_progress_residue(smoke_run):
+    noise = [n for book in NOTEBOOKS for n in executed_output_noise(smoke_run / "notebooks" / book.name)]
+    assert not noise, noise
+
+
+def test_the_noise_check_catches_a_warning(tmp_path):
+    book = {"cells": [{"cell_type": "code", "outputs": [
+        {"output_type": "stream", "name": "stderr", "text": "TqdmWarning: IProgress not found\n"}]}]}
+    (tmp_path / "x.ipynb").write_text(json.dumps(book))
+    assert len(executed_output_noise(tmp_path / "x.ipynb")) == 2
+
+
 def test_smoke_run_outputs(smoke_run):
     for book in NOTEBOOKS:
         assert (smoke_run / "notebooks" / book.name).is_file()
