@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 from helpers import blob_domain
 
@@ -202,3 +203,16 @@ def test_the_tuning_grid_is_validated_with_a_fix():
                                  {"lr": 2e-3, "kl.temperature": 0.1}]
     assert NAMED["mini"]["distill_tuning"] == {"lr": [2e-3, 6e-4]}  # not changed in place
     assert load_profile("mini", overrides={"distill_tuning": {}}).tuning_points() == [{}]
+
+
+def test_ablation_plan_of_a_folder_takes_knobs_seeds_and_seconds_from_the_run():
+    from types import SimpleNamespace
+
+    from ue_lib.report import ablation_plan
+
+    p = load_profile("smoke")
+    folder = SimpleNamespace(profile=p, seed=3, seconds=lambda: {"distill": 2.5, "naive": 9.0})
+    tables = {"kl.temperature": ([0.05, 0.5], pd.DataFrame({"seed": [1, 0, 1]}))}
+    assert runfolder.ablation_plan(folder, tables) == ablation_plan(
+        {"kl.temperature": [0.05, 0.5]}, p, 2.5, [0, 1])
+    assert "(3)" in runfolder.ablation_plan(folder, {})  # nothing ran: the run's seed

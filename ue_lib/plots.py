@@ -24,7 +24,7 @@ from scipy.stats import spearmanr
 from .data import Domain
 from .evaluate import embed, model_inputs
 from .losses import squared_distances
-from .report import label, setting_label
+from .report import compare, label, setting_label
 
 sns.set_theme(style="whitegrid", context="notebook")
 
@@ -181,29 +181,30 @@ def bars(results: pd.DataFrame, metric: str = "recall@1", x: str = "domain", hue
     return fig
 
 
-def paired_differences(results: pd.DataFrame, reference: str = "naive", metric: str = "recall@1",
-                       hue: str = "model_name") -> pd.DataFrame:
-    """Per domain and model label (column `hue`; 'model_name' is added with `report.label`
-    when missing): the differences `value - reference's value` paired on domain and seed (rows
-    of one model, domain and seed are averaged first; unpaired seeds are left out), as `mean`,
-    `std` (sample std, NaN for one seed) and `n` seeds. Columns domain, label, mean, std, n;
-    domains and labels in recorded order. KeyError when `reference` has no `metric` rows."""
-    r = _with_labels(results[results.metric == metric], hue)
-    if reference not in set(r[hue]):
-        raise KeyError(f"no {metric} rows for {reference!r}; present: {sorted(set(r[hue]))}")
-    wide = r.pivot_table(index=["domain", "seed"], columns=hue, values="value", aggfunc="mean",
-                         sort=False)
-    diff = wide.drop(columns=reference).sub(wide[reference], axis=0)
-    long = diff.stack().dropna().rename("value").reset_index().rename(columns={hue: "label"})
-    return _mean_sd(long, ["domain", "label"])
+def paired_differences(results: pd.DataFrame, reference: str = "naive", metric: str = "recall@1"
+                       ) -> pd.DataFrame:
+    """Per domain and model label (`report.label`): the differences `value - reference's value`
+    paired on domain and seed, by `report.compare` (rows of one model, domain and seed are
+    averaged first; unpaired seeds are left out), as `mean`, `std` (sample std, NaN for one
+    seed) and `n` seeds. Columns domain, label, mean, std, n; domains and labels in recorded
+    order. KeyError when `reference` has no `metric` rows."""
+    r = results[results.metric == metric].assign(model_name=lambda d: label(d))
+    if reference not in set(r.model_name):
+        raise KeyError(f"no {metric} rows for {reference!r}; present: {sorted(set(r.model_name))}")
+    domains = list(dict.fromkeys(r.domain))
+    parts = [compare(r, name, reference, metric, domains).reset_index().assign(label=name)
+             for name in dict.fromkeys(r.model_name) if name != reference]
+    d = pd.concat(parts, ignore_index=True).rename(columns={"diff": "mean"})
+    d = d.assign(order=d.domain.map(domains.index)).sort_values("order", kind="stable")
+    return d[["domain", "label", "mean", "std", "n"]].reset_index(drop=True)
 
 
 def differences(results: pd.DataFrame, reference: str = "naive", metric: str = "recall@1",
-                hue: str = "model_name", title: str | None = None):
+                title: str | None = None):
     """Every other model minus `reference`, per domain (`paired_differences`): a dot at the mean
     paired difference, a bar of ±1 std over seeds (none for one seed), the value beside the dot,
     and a zero line (= `reference`, in its colour); the axis is zoomed to the data."""
-    d = paired_differences(results, reference, metric, hue)
+    d = paired_differences(results, reference, metric)
     domains, labels = list(dict.fromkeys(d.domain)), list(dict.fromkeys(d.label))
     step = 0.8 / max(1, len(labels))
     fig, ax = plt.subplots(figsize=(7.5, 1 + 0.35 * len(domains) * max(2, len(labels))))

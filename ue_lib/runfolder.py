@@ -305,8 +305,7 @@ class RunFolder:
 def model_line(name: str, result: TrainResult, epochs: int) -> str:
     """One line per model: 'naive seed0: trained 30 epochs in 25 s; selected epoch 17 of 30 (val
     recall@1 0.853)' (or 'found' when it was loaded finished from its folder)."""
-    f = result.final
-    val = f[(f.split == "val") & (f.metric == "recall@1")].value.mean()
+    val = _split_mean(result, "val", "recall@1")
     done = "found" if result.loaded else f"trained {epochs} epochs in {result.seconds:.1f} s"
     last = " (its last: still improving)" if result.best_epoch == epochs else ""
     return (f"{name}: {done}; selected epoch {result.best_epoch} of {epochs}{last}, mean val "
@@ -373,6 +372,16 @@ def ablations(folder: RunFolder, sweep_dir: str = "", method: str = "kl", tuned:
     seeds = folder.profile.seed_list("ablation_seeds", offset=folder.seed)
     return {knob: (values, ablation(folder, knob, values, seeds, method, tuned))
             for knob, values in folder.profile.ablation_grid.items()}
+
+
+def ablation_plan(folder: RunFolder, tables: dict[str, tuple[list, pd.DataFrame]]) -> str:
+    """Notebook 05: `report.ablation_plan` for the knobs and seeds in `tables` (as `ablations`
+    returns them; the run's seed when none ran), timed with this run's kl-student seconds."""
+    from .report import ablation_plan as plan
+
+    ran = {knob: values for knob, (values, _) in tables.items()}
+    seeds = sorted({int(s) for _, t in tables.values() for s in t.seed.unique()}) or [folder.seed]
+    return plan(ran, folder.profile, folder.seconds().get("distill", float("nan")), seeds)
 
 
 PARTS = ("specialists", "naive", "students")
