@@ -26,6 +26,7 @@ def _results() -> pd.DataFrame:
                 rows.append([nb, model, method, domain, "test", metric, value, 0, epoch])
                 rows += [[nb, model, method, domain, "val", f"{metric}_curve", value * e / 5, 0, e]
                          for e in range(1, 4)]
+            rows.append([nb, model, method, domain, "test", "search_us", 3.0 + d, 0, epoch])
     return pd.DataFrame(rows, columns=["notebook", "model", "method", "domain", "split", "metric",
                                        "value", "seed", "epoch"])
 
@@ -52,7 +53,7 @@ def _bad(table: pd.DataFrame) -> pd.DataFrame:
 def test_identical_run_passes_and_the_baseline_holds_values_and_epochs(recorded):
     run, baseline, results = recorded
     stored = json.loads(baseline.read_text())
-    assert stored["format"] == 2 and len(stored["rows"]) == 27  # final rows only
+    assert stored["format"] == 2 and len(stored["rows"]) == 27  # final rows only: no timings
     assert {"value", "epoch"} <= set(stored["rows"][0])
     ok, table = check(run, baseline)
     assert ok and (table.status == "OK").all() and len(table) == 27
@@ -238,3 +239,10 @@ def test_a_failure_names_a_changed_environment(tmp_path):
     ok, table = check(other, baseline)
     assert not ok and "torch 2.14 -> 2.15" in format_check(table)
     assert "--tolerance cross-machine" in format_check(table)
+
+
+def test_timings_are_never_compared(recorded, tmp_path):
+    run, baseline, results = recorded
+    slower = results.assign(value=results.value.where(results.metric != "search_us", 99.0))
+    ok, table = check(_run(tmp_path, "slower", slower), baseline)
+    assert ok and "search_us" not in set(table.metric)

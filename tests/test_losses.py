@@ -424,7 +424,8 @@ def test_metric_losses_decrease(name: str) -> None:
     x, labels = _clusters()
     torch.manual_seed(0)
     model = torch.nn.Linear(8, 4)
-    loss = make_metric_loss(name, num_classes=3, embedding_dim=4)
+    shape = {"subspaces": 2, "codewords": 2} if name == "opqn" else {}  # 4 = 2 subspaces of 2
+    loss = make_metric_loss(name, num_classes=3, embedding_dim=4, **shape)
     opt = torch.optim.Adam([*model.parameters(), *loss.parameters()], lr=0.05)
     first = loss(model(x), labels).item()
     assert first > 0

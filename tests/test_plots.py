@@ -68,11 +68,14 @@ def _domain(name: str, split: Split) -> Domain:
 
 def test_palette_covers_every_model_label_with_fixed_hex_colours():
     expected = {"specialist", "naive", "teacher"} | {f"distill:{m}" for m in DISTILLATION_LOSSES}
-    assert set(plots.PALETTE) == expected
+    indexes = {"float", "pq", "opq", "opqn", "kl float", "kl pq", "kl opq"}  # notebook 06
+    assert set(plots.PALETTE) == expected | indexes
     assert all(len(c) == 7 and c.startswith("#") for c in plots.PALETTE.values())
     assert plots.PALETTE["teacher"] == plots.PALETTE["specialist"]
-    others = [c for k, c in plots.PALETTE.items() if k != "teacher"]
+    others = [c for k, c in plots.PALETTE.items() if k in expected and k != "teacher"]
     assert len(set(others)) == len(others)  # the kl student shares its colour with no model
+    index_colors = [plots.PALETTE[k] for k in indexes]  # drawn together in notebook 06 only
+    assert len(set(index_colors)) == len(index_colors)
 
 
 def test_model_color_names_the_unknown_label_and_the_known_ones():
@@ -283,3 +286,29 @@ def test_kl_example_figure_colours_teachers_by_domain_and_the_student_as_kl(sent
     np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), [0.187384, 0.217987, 0.585786],
                                atol=1e-6)
     assert fig.axes[1].get_ylabel() == "softmax(−d / 0.05)"
+
+
+def test_bits_plot_draws_each_index_in_its_palette_colour(monkeypatch):
+    for name, color in {"float": "#111111", "pq": "#121212", "opqn": "#131313"}.items():
+        monkeypatch.setitem(plots.PALETTE, name, color)
+    rows = pd.DataFrame([{"notebook": "t", "model": m, "method": f"{b} bits", "domain": "orl seen",
+                          "split": "test", "metric": metric, "value": 0.5 + 0.01 * b / 16 + 0.001 * s,
+                          "seed": s, "epoch": 1}
+                         for m in ("float", "pq", "opqn") for b in (16, 32) for s in (0, 1)
+                         for metric in ("map@all", "recall@1")], columns=RESULT_COLUMNS)
+    fig = plots.bits_plot(rows)
+    ax = fig.axes[0]
+    lines = {_hex(line.get_color()) for line in ax.get_lines()}
+    assert {"#111111", "#121212", "#131313"} <= lines  # float as a dashed reference line
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["float", "pq", "opqn"]
+    plt.close("all")
+
+
+def test_codebook_figure_shows_orthonormal_codebooks():
+    from ue_lib.quantize import dct_codebooks
+
+    fig = plots.codebook_figure(dct_codebooks(8, 4, 3))
+    gram = fig.axes[-1].get_images()[0].get_array()
+    np.testing.assert_allclose(gram, np.eye(4), atol=1e-5)
+    assert fig.axes[0].get_title() == "C_1 (8 x 4)"
+    plt.close("all")

@@ -1,6 +1,7 @@
 """Regression check of a run against a recorded baseline (`ue check`). Torch-free.
 
-A baseline file holds every final (non-`_curve`) row of a run's results.csv — its value and
+A baseline file holds every final (non-`_curve`, non-timing: `ue_lib.io.TIMING_METRICS`) row
+of a run's results.csv — its value and
 the selected epoch of the model it measures — keyed by `BASELINE_KEY`, and the tolerances.
 A row passes when the run has it, its selected epoch is the baseline's and
 |run - baseline| <= abs + rel * |baseline| for the row metric's tolerance entry. The default
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .io import atomic_write_text
+from .io import TIMING_METRICS, atomic_write_text
 
 FORMAT = 2
 BASELINE_KEY = ["notebook", "model", "method", "domain", "split", "metric", "seed"]
@@ -54,7 +55,7 @@ def _record_hint(path) -> str:
 
 
 def read_results(run_dir: str | Path) -> pd.DataFrame:
-    """The final (non-curve) rows of run_dir/results.csv, values parsed exactly."""
+    """The final rows of run_dir/results.csv (no curves, no timings), values parsed exactly."""
     path = Path(run_dir) / "results.csv"
     if not path.is_file():
         raise CheckError(f"{path} not found: run `ue run --profile PROFILE --out {run_dir}` first")
@@ -67,7 +68,8 @@ def read_results(run_dir: str | Path) -> pd.DataFrame:
     if absent:
         raise CheckError(f"{path} lacks column(s) {', '.join(absent)}: re-run the notebooks "
                          f"with this ue_lib (`ue run ... --out {run_dir}`)")
-    final = results[~results.metric.astype(str).str.endswith("_curve")]
+    metric = results.metric.astype(str)
+    final = results[~metric.str.endswith("_curve") & ~metric.isin(TIMING_METRICS)]
     twice = final[final.duplicated(BASELINE_KEY, keep=False)]
     if len(twice):
         raise CheckError(f"{path}: {len(twice)} rows share a key ({', '.join(BASELINE_KEY)}), "

@@ -11,6 +11,8 @@ The teacher is always detached: it never receives gradient.
 Metric losses (called as ``loss(embeddings, labels)``) train the specialists and the naive
 universal model: triplet (Schroff et al., 2015; Hermans et al., 2017), multi-similarity
 (Wang et al., 2019), binomial deviance (Yi et al., 2014) and proxy-anchor (Kim et al., 2020).
+OPQN's margin loss with its quantizer (Zhang et al., 2023) is registered here as ``"opqn"`` and
+lives with the rest of compressed retrieval in :mod:`ue_lib.quantize`.
 
 Embeddings are L2-normalised inside every loss. NaN detection is left to the training loop.
 """
@@ -26,6 +28,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .quantize import OPQNLoss
 
 __all__ = [
     "DISTILLATION_LOSSES",
@@ -470,9 +474,10 @@ METRIC_LOSSES: dict[str, Callable[..., nn.Module]] = {
     "multi_similarity": MultiSimilarityLoss,
     "binomial_deviance": BinomialDevianceLoss,
     "proxy_anchor": ProxyAnchorLoss,
+    "opqn": OPQNLoss,  # class prototypes per subspace + a quantizer: ue_lib.quantize
 }
 
-_PROXY_LOSSES = frozenset({"proxy_anchor"})
+_PROXY_LOSSES = frozenset({"proxy_anchor", "opqn"})
 
 
 def make_metric_loss(name: str, num_classes: int | None = None,
@@ -533,7 +538,9 @@ def check_loss_params(params: dict[str, dict[str, Any]]) -> None:
                              f"{', '.join(known[name]) or 'none'}")
         try:
             if name in METRIC_LOSSES:
-                make_metric_loss(name, num_classes=2, embedding_dim=2, **values)
+                # a loss whose parameters constrain the embedding (OPQN's subspaces) says which fits
+                dim = getattr(METRIC_LOSSES[name], "valid_dim", lambda **_: 2)(**values)
+                make_metric_loss(name, num_classes=2, embedding_dim=dim, **values)
             else:
                 make_distillation_loss(name, **values)
         except (TypeError, ValueError) as exc:

@@ -13,6 +13,8 @@ builds the network from the profile, draws one-domain P×K batches, embeds them 
   attributes, boxes) builds a table per domain in :meth:`Objective.prepare` and reads its rows
   by ``batch.index``, as :class:`Distillation` does with the teachers' embeddings;
 * the embedding it is evaluated on: :meth:`Objective.embedder` (the network itself by default);
+* what the trained model keeps of it: :meth:`Objective.kept` names a module (e.g. OPQN's
+  quantizer) whose state at the selected epoch is saved with the network (`TrainResult.kept`);
 * the settings that define it: :meth:`Objective.config` goes into the model's fingerprint, so a
   model is reused exactly when its objective's settings (and data, network, optimiser) match.
 
@@ -123,27 +125,37 @@ class Objective(nn.Module):
         """The network whose embeddings are evaluated (and kept as the trained model)."""
         return model
 
+    def kept(self) -> nn.Module | None:
+        """A module of this objective that the trained model keeps (its state at the selected
+        epoch goes into `TrainResult.kept` and `model.pt`); None: nothing beyond the network."""
+        return None
 
-def _seeded_metric_loss(profile: Profile, setup: Setup) -> nn.Module:
+
+def _seeded_metric_loss(profile: Profile, setup: Setup, name: str | None = None) -> nn.Module:
+    name = name or profile.metric_loss
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(setup.seed)
-        return make_metric_loss(profile.metric_loss, num_classes=setup.num_classes,
-                                embedding_dim=setup.embedding_dim,
-                                **profile.loss(profile.metric_loss))
+        return make_metric_loss(name, num_classes=setup.num_classes,
+                                embedding_dim=setup.embedding_dim, **profile.loss(name))
 
 
 class MetricLearning(Objective):
-    """A metric loss on the class labels (the profile's `metric_loss`)."""
+    """A metric loss on the class labels (the profile's `metric_loss`, or a subclass's
+    `loss_name`)."""
 
-    def describe(self) -> str:
+    @property
+    def loss_name(self) -> str:
         return self.profile.metric_loss
 
+    def describe(self) -> str:
+        return self.loss_name
+
     def config(self) -> dict:
-        return {**super().config(), "metric_loss": self.profile.metric_loss,
-                "loss_params": self.profile.loss(self.profile.metric_loss)}
+        return {**super().config(), "metric_loss": self.loss_name,
+                "loss_params": self.profile.loss(self.loss_name)}
 
     def prepare(self, setup: Setup) -> None:
-        self.metric = _seeded_metric_loss(self.profile, setup)
+        self.metric = _seeded_metric_loss(self.profile, setup, self.loss_name)
 
     def loss(self, batch: Batch, embeddings: torch.Tensor) -> torch.Tensor:
         return self.metric(embeddings, batch.labels)
@@ -266,3 +278,34 @@ class Distillation(Objective):
         last = max((r["epoch"] for r in rows), default=None)
         student = {r["domain"]: r["value"] for r in rows if r["epoch"] == last}
         return lag_weights(self.teacher_val, student) if student else None
+
+
+class OPQN(MetricLearning):
+    """A network trained end to end with its product quantizer: OPQN's margin loss on the raw
+    and the soft-quantised subvectors plus the entropy of the assignments (`ue_lib.quantize`,
+    loss ``"opqn"``, settings ``-p opqn.NAME``). Trains on one domain or several; the trained
+    model keeps its quantizer (`TrainResult.kept`, rebuilt by `ue_lib.quantize.quantizer_of`).
+    Its validation and test rows (`TrainResult.final`, the history) score its codes, item against
+    item; notebook 06 scores the float embedding and the asymmetric search itself."""
+
+    kind = "opqn"
+    epochs_setting = "epochs_quantize"
+
+    @property
+    def loss_name(self) -> str:
+        return "opqn"
+
+    @property
+    def domain_schedule(self) -> str:  # no teachers: the dynamic schedule has nothing to follow
+        schedule = self.profile.domain_schedule
+        return "round_robin" if schedule == "dynamic" else schedule
+
+    def kept(self) -> nn.Module:
+        return self.metric.quantizer
+
+    def embedder(self, model: nn.Module) -> nn.Module:
+        """Scored on its codes while it trains (`ue_lib.quantize.CodesEmbedder`): the epoch kept
+        is the one whose codes retrieve best on validation."""
+        from .quantize import CodesEmbedder
+
+        return CodesEmbedder(model, self.metric.quantizer)

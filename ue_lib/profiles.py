@@ -93,6 +93,7 @@ class Profile(Validated):
     epochs_specialist: int = _f(10, "train")
     epochs_naive: int = _f(20, "train")
     epochs_distill: int = _f(10, "train")
+    epochs_quantize: int = _f(10, "train", "OPQN models (notebook 06)")
     batches_per_domain: int = _f(0, "train", "0: an epoch is each domain's natural batch count; "
                                  "N: N batches of every domain, for every model (equal budgets)")
     eval_every: int = _f(1, "train", "evaluate every N epochs (and after the last)")
@@ -116,6 +117,21 @@ class Profile(Validated):
     ablation_grid: dict = _f(lambda: {"kl.temperature": [0.02, 0.05, 0.2]}, "notebook",
                              "notebook 05: one 1-D grid of the kl student per knob")
     ablation_seeds: str | int | tuple | list = _f("0", "notebook")
+    # ---- compressed retrieval (notebook 06)
+    quantize_dim: int = _f(192, "notebook", "embedding size of the OPQN networks (D = M x d)")
+    quantize_codes: str = _f("4x16,6x16,8x16,12x16", "notebook",
+                             "code shapes MxK compared (M subspaces of K codewords: M log2 K bits)")
+    quantize_experiments: str = _f("orl:seen,orl:unseen,omniglot:unseen,universal", "notebook",
+                                   "DOMAIN:PROTOCOL experiments, and `universal` (all domains)")
+    quantize_seeds: str | int | tuple | list = _f("0,1,2", "notebook")
+    quantize_baselines: str = _f("pq,opq", "notebook", "faiss indexes compared: pq, opq, ivfpq")
+    quantize_queries: int = _f(1000, "notebook", "at most this many queries (a seeded sample) per "
+                               "experiment rank the whole database; 0: all")
+    quantize_bench_items: int = _f(1_000_000, "notebook", "items of the synthetic search benchmark")
+    quantize_ablation: dict = _f(lambda: {"opqn.codebook": ["dct", "random", "learned"],
+                                          "opqn.entropy_weight": [0.1, 0.0],
+                                          "opqn.x_branch": [True, False]}, "notebook",
+                                 "OPQN settings varied one at a time (first value: the default)")
 
     def check(self) -> None:
         parse_domains(self.domains)
@@ -125,7 +141,8 @@ class Profile(Validated):
         positive("Profile", embedding_dim=self.embedding_dim, width=self.width, lr=self.lr, p=self.p,
                  epochs_specialist=self.epochs_specialist, epochs_naive=self.epochs_naive,
                  epochs_distill=self.epochs_distill, eval_every=self.eval_every,
-                 eval_batch_size=self.eval_batch_size)
+                 eval_batch_size=self.eval_batch_size, epochs_quantize=self.epochs_quantize,
+                 quantize_dim=self.quantize_dim)
         if self.channels not in (1, 3):
             raise ValueError(f"Profile.channels must be 1 or 3, got {self.channels}")
         if self.k < 2:
@@ -139,11 +156,51 @@ class Profile(Validated):
         from .models import split_stage
 
         split_stage(ModelSettings.part_of(self))
-        for which in ("seeds", "ablation_seeds"):  # canonical form: "0,1,2"
+        for which in ("seeds", "ablation_seeds", "quantize_seeds"):  # canonical form: "0,1,2"
             setattr(self, which, ",".join(map(str, self.seed_list(which))))
-        for knob in self.ablation_grid:
+        for knob in [*self.ablation_grid, *self.quantize_ablation]:
             setting_path(knob)
+        self.code_shapes()
+        self.quantize_experiment_list()
+        from .quantize import FAISS_KINDS
+
+        for kind in self.methods("quantize_baselines"):
+            choice("Profile", "quantize_baselines", kind, FAISS_KINDS)
         self._check_tuning()
+
+    def code_shapes(self) -> list[tuple[int, int]]:
+        """`quantize_codes` as (M, K) pairs; each must fit `quantize_dim` (M divides it and K is
+        a power of two no larger than the subvector size, as orthonormal codewords need)."""
+        fix = '; e.g. -p quantize_codes "4x16,8x16"'
+        shapes = []
+        for part in self.quantize_codes.split(","):
+            m, x, k = part.strip().partition("x")
+            if not (x and m.isdigit() and k.isdigit()):
+                raise ValueError(f"Profile.quantize_codes: {part.strip()!r} is not MxK{fix}")
+            m, k = int(m), int(k)
+            if m < 1 or self.quantize_dim % m:
+                raise ValueError(f"Profile.quantize_codes: {m} subspaces do not divide quantize_dim "
+                                 f"{self.quantize_dim}{fix}")
+            if k < 2 or k & (k - 1) or k > self.quantize_dim // m:
+                raise ValueError(f"Profile.quantize_codes: {k} codewords must be a power of two "
+                                 f"<= the subvector size {self.quantize_dim // m}{fix}")
+            shapes.append((m, k))
+        return shapes
+
+    def quantize_experiment_list(self) -> list[tuple[str, str]]:
+        """`quantize_experiments` as (domain, protocol) pairs; ("universal", "") is the merged
+        index of all the profile's domains."""
+        out = []
+        for part in self.quantize_experiments.split(","):
+            domain, _, protocol = part.strip().partition(":")
+            if domain == "universal" and not protocol:
+                out.append(("universal", ""))
+                continue
+            if protocol not in ("seen", "unseen"):
+                raise ValueError(f"Profile.quantize_experiments: {part.strip()!r} must be "
+                                 f"DOMAIN:seen, DOMAIN:unseen or universal")
+            out.append((domain, protocol))
+        return out
 
     def _check_tuning(self) -> None:
         """`distill_tuning`: settings a student is trained with (not the data, the network or a
@@ -226,7 +283,7 @@ class Profile(Validated):
 
     def loss(self, name: str) -> dict:
         """The parameters of loss `name` (its defaults with this profile's changes)."""
-        return dict(self.loss_params.get(name, {}))
+        return {**_loss_defaults().get(name, {}), **self.loss_params.get(name, {})}
 
     def data_kwargs(self, seed: int) -> dict:
         """What `ue_lib.data.load_domains` takes under this profile and `seed`."""
@@ -261,7 +318,12 @@ NAMED: dict[str, dict] = {
         epochs_specialist=3, epochs_naive=3, epochs_distill=3, eval_every=1, seeds="0,1",
         distill_tuning={"lr": [2e-3, 6e-4]},  # mini's shape: its own lr first (reused), one more
         # two knobs keep CI fast; every knob works: `-p ablation_grid "{'kl.neighbors': [None, 4]}"`
-        ablation_grid={"kl.temperature": [0.05, 0.5], "domain_schedule": ["round_robin", "dynamic"]}),
+        ablation_grid={"kl.temperature": [0.05, 0.5], "domain_schedule": ["round_robin", "dynamic"]},
+        # notebook 06 at toy size: two code shapes of a 64-d OPQN head, 3 epochs, small benchmark
+        quantize_dim=64, quantize_codes="4x8,8x8", quantize_seeds="0,1", epochs_quantize=3,
+        quantize_queries=300, quantize_bench_items=20_000,
+        quantize_ablation={"opqn.codebook": ["dct", "random"], "opqn.entropy_weight": [0.1, 0.0],
+                           "opqn.x_branch": [True, False]}),
     # The pretrained regime (the default demo): ImageNet EfficientNet-Lite0 features at 64 px,
     # frozen and cached (computed once per run), an MLP head trained on them; five domains of
     # very different size and kind. Every model sees the same 10 batches of each domain per
@@ -281,7 +343,8 @@ NAMED: dict[str, dict] = {
         epochs_specialist=30, epochs_naive=30, epochs_distill=30, eval_every=1,
         seeds="0,1,2", distill_methods="kl,distance_mse,embedding_mse,rkd_distance,darkrank",
         final_methods="kl,distance_mse", distill_tuning={"lr": [2e-3, 6e-4]},
-        ablation_grid={"kl.temperature": [0.02, 0.05, 0.2]}),
+        ablation_grid={"kl.temperature": [0.02, 0.05, 0.2]},
+        epochs_quantize=20, quantize_queries=500),
     # The earlier demo: a small CNN from scratch on the three grayscale domains. Kept for its
     # contrast with `mini`: here the over-fitting of naive fusion does not appear. One naive
     # epoch is ~7 s of training plus ~5 s of evaluating val and test (SPEC §9), so curves are

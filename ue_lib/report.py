@@ -610,6 +610,11 @@ def compare(results: pd.DataFrame, a: str, b: str, metric: str = "recall@1",
 
 def beats_rule(rules: Rules = Rules(), n_seeds: int = 1) -> str:
     """The beats rule in words, for `n_seeds` paired seeds."""
+    return f"wins on a majority of domains: {win_rule(rules, n_seeds)}"
+
+
+def win_rule(rules: Rules = Rules(), n_seeds: int = 1) -> str:
+    """When one comparison (one domain, one setting) is a win, in words (`_outcome`)."""
     if n_seeds <= rules.all_positive_max_seeds:
         every = "positive on every seed"
     else:
@@ -617,8 +622,7 @@ def beats_rule(rules: Rules = Rules(), n_seeds: int = 1) -> str:
     tie = f"a mean within ±{_num(rules.min_gain)}"
     tie = (f"{tie} is a tie; one seed has no spread" if n_seeds <= 1 else
            f"{tie}, or smaller in size than the std over seeds of the paired differences, is a tie")
-    return (f"wins on a majority of domains: mean paired gain > {_num(rules.min_gain)} and {every} "
-            f"({tie})")
+    return f"mean paired gain > {_num(rules.min_gain)} and {every} ({tie})"
 
 
 def beats(cmp: pd.DataFrame) -> bool:
@@ -1145,3 +1149,152 @@ def ablation_plan(grid_that_ran: Mapping[str, list], profile, seconds_per_point:
         lines.append(f"  - `{knob}`: `{cmd}` ({len(values)} values x {n} x {per_point:.1f} s: "
                      f"about {_duration(len(values) * len(seeds) * per_point)}{more}).")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- compressed retrieval (notebook 06)
+
+QUANT_INDEXES = ("float", "pq", "opq", "opqn")
+
+
+def _bits(rows: pd.DataFrame) -> pd.Series:
+    return rows.method.str.extract(r"(\d+) bits", expand=False).astype(int)
+
+
+def quantization_table(rows: pd.DataFrame, metric: str = "map@all") -> pd.DataFrame:
+    """'mean ± std' over seeds of `metric` per experiment and bit budget (rows) and index
+    (columns: float, pq, opq, opqn, then any other such as the kl student's), from
+    `ue_lib.runfolder.compressed_rows` rows."""
+    r = rows[rows.metric == metric].assign(bits=lambda d: _bits(d))
+    g = r.groupby(["domain", "bits", "model"], sort=False).value
+    table = g.agg(_mean_std).unstack("model").fillna("–")
+    order = [m for m in QUANT_INDEXES if m in table.columns] + \
+        [m for m in dict.fromkeys(r.model) if m not in QUANT_INDEXES]
+    return table.reindex(columns=order).rename_axis(columns=_over_seeds(metric, g.count()))
+
+
+def quantization_verdicts(rows: pd.DataFrame, a: str = "opqn", against=("pq", "opq"),
+                          metric: str = "map@all", rules: Rules = Rules()) -> pd.DataFrame:
+    """`a` against each index of `against`, per experiment and bit budget, paired by seed with
+    the rule of `compare` (win / loss / tie / mixed): domain, bits, against, mean of each,
+    diff, n, std, outcome."""
+    r = rows.assign(bits=lambda d: _bits(d))
+    out = []
+    for (domain, bits), part in r.groupby(["domain", "bits"], sort=False):
+        for b in against:
+            if not {a, b} <= set(part.model):
+                continue
+            c = compare(part, a, b, metric, [domain], rules)
+            for row in c.reset_index().to_dict("records"):
+                out.append({"domain": domain, "bits": bits, "against": b, a: row[a], "other": row[b],
+                            "diff": row["diff"], "n": row["n"], "std": row["std"],
+                            "outcome": row["outcome"]})
+    return pd.DataFrame(out, columns=["domain", "bits", "against", a, "other", "diff", "n", "std",
+                                      "outcome"])
+
+
+def quantization_sentence(verdicts: pd.DataFrame, a: str = "opqn", metric: str = "map@all",
+                          rules: Rules = Rules()) -> str:
+    """Markdown: per faiss baseline, where `a` wins, loses and ties, with the rule."""
+    if verdicts.empty:
+        return f"No {metric} comparison of {a} ran."
+    n = int(verdicts.n.max())
+    lines = []
+    for b, part in verdicts.groupby("against", sort=False):
+        counts = part.outcome.value_counts()
+        where = "; ".join(f"{o}: " + ", ".join(f"{r.domain} at {r.bits} bits ({_signed(r['diff'])})"
+                                               for _, r in part[part.outcome == o].iterrows())
+                          for o in ("win", "loss", "mixed") if counts.get(o, 0))
+        lines.append(f"- **{a} vs {b}** ({metric}): {counts.get('win', 0)} win(s), "
+                     f"{counts.get('loss', 0)} loss(es), {counts.get('tie', 0)} tie(s), "
+                     f"{counts.get('mixed', 0)} mixed of {len(part)} settings"
+                     + (f". {where}." if where else "."))
+    lines.append(f"- Rule: a win is a {win_rule(rules, n)}; a loss the same the other way.")
+    return "\n".join(lines)
+
+
+def bits_needed(rows: pd.DataFrame, index: str, reference: str, metric: str = "recall@1",
+                tolerance: float = 0.01) -> pd.DataFrame:
+    """Per experiment: the fewest bits at which `index` stays within `tolerance` of
+    `reference` (its float embedding) in `metric` — the mean over seeds of the paired drop
+    reference − index at most `tolerance` — or None when no budget that ran does. Columns:
+    domain, index, bits (or None), drop (at those bits, else at the largest budget)."""
+    r = rows[rows.metric == metric].assign(bits=lambda d: _bits(d))
+    out = []
+    for domain, part in r.groupby("domain", sort=False):
+        if not {index, reference} <= set(part.model):
+            continue
+        wide = part.pivot_table(index=["bits", "seed"], columns="model", values="value")
+        drop = (wide[reference] - wide[index]).groupby("bits").mean()
+        ok = drop[drop <= tolerance + _EPS]
+        bits = int(ok.index.min()) if len(ok) else None
+        out.append({"domain": domain, "index": index, "bits": bits,
+                    "drop": float(drop.loc[bits] if bits is not None else drop.iloc[-1])})
+    return pd.DataFrame(out, columns=["domain", "index", "bits", "drop"])
+
+
+def bits_sentence(needed: pd.DataFrame, metric: str = "recall@1", tolerance: float = 0.01) -> str:
+    """Markdown from `bits_needed` tables."""
+    if needed.empty:
+        return "No bit budget was compared with its float embedding."
+    lines = []
+    for r in needed.itertuples():
+        if r.bits is None or pd.isna(r.bits):
+            lines.append(f"- {r.domain}, {r.index}: no budget that ran stays within {_num(tolerance)} "
+                         f"of float {metric} (at the largest, the mean drop is {_num(r.drop)}).")
+        else:
+            lines.append(f"- {r.domain}, {r.index}: {int(r.bits)} bits ({int(r.bits) // 8} bytes) stay "
+                         f"within {_num(tolerance)} of float {metric} (mean drop {_signed(-r.drop)}).")
+    return "\n".join(lines + [f"- Rule: the mean over seeds of the paired drop float − compressed is "
+                              f"at most {_num(tolerance)}."])
+
+
+def quantization_budgets(rows: pd.DataFrame, metric: str = "recall@1", tolerance: float = 0.01
+                         ) -> pd.DataFrame:
+    """`bits_needed` of every compressed index against its own float embedding: OPQN, PQ, OPQ
+    (and IVFPQ) against "float", the kl student's against "kl float"."""
+    parts = [bits_needed(rows, f"{prefix}{kind}", f"{prefix}float", metric, tolerance)
+             for prefix in ("", "kl ") for kind in ("opqn", "pq", "opq", "ivfpq")
+             if f"{prefix}{kind}" in set(rows.model)]
+    return pd.concat(parts, ignore_index=True) if parts else bits_needed(rows.iloc[:0], "", "")
+
+
+def index_costs(rows: pd.DataFrame) -> pd.DataFrame:
+    """Bytes per item and mean search microseconds per query of every index at the bits it
+    stores (a float index: 32 per dimension), from `ue_lib.runfolder.compressed_rows` rows
+    (averaged over experiments and seeds)."""
+    key = ["model", "domain", "method", "seed"]
+    wide = rows[rows.metric.isin(["bits", "bytes", "search_us"])].pivot_table(
+        index=key, columns="metric", values="value").reset_index()
+    table = wide.groupby(["model", "bits"], sort=False)[["bytes", "search_us"]].mean()
+    table.index = table.index.set_levels(table.index.levels[1].astype(int), level=1)
+    return table.rename(columns={"bytes": "bytes per item", "search_us": "µs per query"})
+
+
+def opqn_ablation_table(rows: pd.DataFrame, metric: str = "map@all", rules: Rules = Rules(),
+                        reference: str = "opqn") -> pd.DataFrame:
+    """Notebook 06's ablation rows (`ue_lib.runfolder.opqn_ablation`): each setting's mean ± std
+    of `metric` and its paired difference from `reference` (the defaults), with the outcome of
+    `compare` and the number of seeds."""
+    domain = rows.domain.iloc[0]
+    out = []
+    for model in dict.fromkeys(rows.model):
+        values = rows[(rows.model == model) & (rows.metric == metric)].value
+        row = {"setting": model, metric: _mean_std(values)}
+        if model != reference:
+            c = compare(rows, model, reference, metric, [domain], rules).iloc[0]
+            row.update(diff=c["diff"], n=c["n"], outcome=c["outcome"])
+        out.append(row)
+    return pd.DataFrame(out, columns=["setting", metric, "diff", "n", "outcome"]).set_index("setting")
+
+
+def opqn_ablation_sentence(table: pd.DataFrame, metric: str = "map@all", rules: Rules = Rules(),
+                           reference: str = "opqn") -> str:
+    """Markdown: each change against the defaults, in words, with the rule."""
+    verbs = {"win": "beats", "loss": "loses to", "tie": "ties with", "mixed": "is mixed against"}
+    changed = table.drop(index=reference, errors="ignore")
+    if changed.empty:
+        return "No ablation ran."
+    parts = [f"{setting} {verbs.get(r.outcome, r.outcome)} the defaults ({_signed(r['diff'])})"
+             for setting, r in changed.iterrows()]
+    return (f"In {metric}: " + "; ".join(parts) + f". Rule: a change beats the defaults with a "
+            f"{win_rule(rules, int(changed.n.max()))}.")

@@ -42,7 +42,7 @@ from .evaluate import evaluate_merged
 from .features import FeatureStore, attach_features
 from .io import RESULT_COLUMNS, atomic_write_text, save_figure, slug
 from .models import build_trunk, split_stage, trunk_key
-from .objectives import Distillation, NaiveFusion, Objective, Specialist
+from .objectives import OPQN, Distillation, NaiveFusion, Objective, Specialist
 from .profiles import Profile
 from .spec import RunSpec
 from .train import TrainJob, TrainResult, train
@@ -211,6 +211,27 @@ class RunFolder:
         return self.train(Distillation(trained, method, teachers), self.domains(seed, p), seed,
                           f"seed{seed}")
 
+    # ---- compressed retrieval (notebook 06)
+    def opqn(self, domains: dict[str, Domain], name: str, seed: int, shape: tuple[int, int],
+             overrides: dict | None = None, profile: Profile | None = None) -> TrainResult:
+        """An OPQN network (`quantize_dim`-d) with M x K codes `shape`, trained on `domains`
+        (one domain, or all for a universal index) with `profile` plus `overrides`."""
+        p, (m, k) = profile or self.profile, shape
+        trained = p.with_overrides({"embedding_dim": p.quantize_dim, "opqn.subspaces": m,
+                                    "opqn.codewords": k, **(overrides or {})})
+        return self.train(OPQN(trained), domains, seed, name)
+
+    def experiment_domains(self, domain: str, protocol: str, seed: int) -> dict[str, Domain]:
+        """Notebook 06's data: one domain under a face-retrieval protocol
+        (`ue_lib.quantize.Protocol`), or every profile domain for ``universal``."""
+        from .quantize import Protocol
+
+        p = self.profile
+        if domain == "universal":
+            return self.domains(seed)
+        p_dom = p if domain in p.domain_names else p.with_overrides({"domains": domain})
+        return {domain: Protocol(protocol).apply(self.domains(seed, p_dom)[domain], seed)}
+
     def tuning(self, method: str, profile: Profile | None = None) -> Tuning:
         """The tuning of `method` under `profile`: one student per point of its `distill_tuning`
         grid (the same grid for every method), each distilled from the specialists at the run's
@@ -289,6 +310,16 @@ class RunFolder:
         if keep:
             self.rows += new
         return pd.DataFrame(new, columns=RESULT_COLUMNS)
+
+    def add_rows(self, rows: pd.DataFrame) -> None:
+        """Add result rows measured outside `record` (e.g. notebook 06's indexes), skipping rows
+        this notebook already holds (same model, method, domain, split, metric and seed)."""
+        key = ("model", "method", "domain", "split", "metric", "seed")
+        held = {tuple(r[k] for k in key) for r in self.rows}
+        for r in rows[RESULT_COLUMNS].to_dict("records"):
+            if tuple(r[k] for k in key) not in held:
+                held.add(tuple(r[k] for k in key))
+                self.rows.append(r)
 
     def results(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows, columns=RESULT_COLUMNS)
@@ -382,6 +413,88 @@ def ablation_plan(folder: RunFolder, tables: dict[str, tuple[list, pd.DataFrame]
     ran = {knob: values for knob, (values, _) in tables.items()}
     seeds = sorted({int(s) for _, t in tables.values() for s in t.seed.unique()}) or [folder.seed]
     return plan(ran, folder.profile, folder.seconds().get("distill", float("nan")), seeds)
+
+
+def experiment_label(domain: str, protocol: str) -> str:
+    return domain if domain == "universal" else f"{domain} {protocol}"
+
+
+def _split_inputs(model, domains: dict[str, Domain], split: str):
+    """(embeddings, labels, is_query) of `split` over `domains` (several: merged, leave-one-out,
+    labels made distinct per domain)."""
+    from .evaluate import _combined_labels, embed, model_inputs
+
+    parts = {n: getattr(d, split) for n, d in domains.items()}
+    x = np.concatenate([embed(model, model_inputs(model, sp)) for sp in parts.values()])
+    if len(parts) > 1:
+        return x, _combined_labels({n: sp.labels for n, sp in parts.items()})[0], None
+    (sp,) = parts.values()
+    return x, sp.labels, sp.is_query
+
+
+def compressed_rows(folder: RunFolder, domain: str, protocol: str, seed: int,
+                    shape: tuple[int, int], overrides: dict | None = None,
+                    kinds: Sequence[str] | None = None) -> pd.DataFrame:
+    """Notebook 06, one experiment, seed and code shape: the OPQN network's float embedding
+    against the faiss `kinds` of that same embedding and against its own OPQN codes
+    (`ue_lib.quantize.compare_indexes`, on the test split); for ``universal`` also the kl
+    student of notebooks 03-04 (float and faiss, at the same bits: `pq_shape`). Result rows:
+    model = index ("float", "pq", "opq", "opqn"; "kl float", …), method = "<bits> bits",
+    domain = the experiment. `kinds` default: the profile's `quantize_baselines`."""
+    from .quantize import compare_indexes, pq_shape, quantizer_of
+
+    p = folder.profile
+    kinds = p.methods("quantize_baselines") if kinds is None else kinds
+    domains = folder.experiment_domains(domain, protocol, seed)
+    name = f"{slug(domain)}-{protocol or 'merged'}-{shape[0]}x{shape[1]}-seed{seed}"
+    result = folder.opqn(domains, name, seed, shape, overrides)
+    bits = shape[0] * int(np.log2(shape[1]))
+    train_x = _split_inputs(result.model, domains, "train")[0]
+    rows = compare_indexes(train_x, *_split_inputs(result.model, domains, "test"), shape,
+                           quantizer_of(result), kinds, seed=seed, max_queries=p.quantize_queries)
+    if domain == "universal":
+        student = folder.student("kl", seed).model
+        s_train = _split_inputs(student, domains, "train")[0]
+        rows += compare_indexes(s_train, *_split_inputs(student, domains, "test"),
+                                pq_shape(s_train.shape[1], bits), None, kinds, seed=seed,
+                                prefix="kl ", max_queries=p.quantize_queries)
+    base = {"notebook": folder.notebook, "method": f"{bits} bits",
+            "domain": experiment_label(domain, protocol), "split": "test", "seed": seed,
+            "epoch": result.best_epoch}
+    return pd.DataFrame([{**base, "model": r["index"], "metric": r["metric"], "value": r["value"]}
+                         for r in rows], columns=RESULT_COLUMNS)
+
+
+def compressed_retrieval(folder: RunFolder) -> pd.DataFrame:
+    """Notebook 06's main table: `compressed_rows` for every experiment (`quantize_experiments`),
+    code shape (`quantize_codes`) and seed (`quantize_seeds`, offset by the run's seed)."""
+    p = folder.profile
+    seeds = p.seed_list("quantize_seeds", offset=folder.seed)
+    return pd.concat([compressed_rows(folder, d, proto, s, shape)
+                      for d, proto in p.quantize_experiment_list()
+                      for shape in p.code_shapes() for s in seeds], ignore_index=True)
+
+
+def opqn_ablation(folder: RunFolder, shape: tuple[int, int] | None = None) -> pd.DataFrame:
+    """Notebook 06's ablations: OPQN with one setting of `quantize_ablation` changed at a time,
+    on the first experiment, at `shape` (default: the middle code shape), every seed. Rows as
+    `compressed_rows` for the OPQN codes only, model "opqn" for the defaults (the main table's
+    model, reused) and "opqn codebook=random", … for each change."""
+    from .report import setting_label
+
+    p = folder.profile
+    shapes = p.code_shapes()
+    shape = shape or shapes[len(shapes) // 2]
+    domain, protocol = p.quantize_experiment_list()[0]
+    seeds = p.seed_list("quantize_seeds", offset=folder.seed)
+    points = [("opqn", {})] + [(f"opqn {knob.partition('.')[2] or knob}={setting_label(v)}", {knob: v})
+                               for knob, values in p.quantize_ablation.items() for v in values[1:]]
+    parts = []
+    for model, overrides in points:
+        for s in seeds:
+            rows = compressed_rows(folder, domain, protocol, s, shape, overrides, kinds=())
+            parts.append(rows[rows.model == "opqn"].assign(model=model))
+    return pd.concat(parts, ignore_index=True)
 
 
 PARTS = ("specialists", "naive", "students")

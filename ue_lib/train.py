@@ -69,6 +69,8 @@ class TrainResult:
     seconds: float  # how long the training took (recorded with the model when it is loaded)
     config: dict
     loaded: bool = False  # found finished on disk instead of trained by this call
+    kept: dict | None = None  # state of the objective's kept modules at the selected epoch
+    # (`Objective.kept`: e.g. OPQN's quantizer), or None
 
 
 # ----------------------------------------------------------------------------- what a model is
@@ -148,7 +150,8 @@ class ModelStore:
     def save_final(self, result: TrainResult, weights: dict, world_size: int) -> None:
         if not self.writes:
             return
-        torch_save({"model": weights, "best_epoch": result.best_epoch, "config": result.config,
+        torch_save({"model": weights, "kept": result.kept, "best_epoch": result.best_epoch,
+                    "config": result.config,
                     "fingerprint": self.fingerprint, "seconds": result.seconds,
                     "history": result.history.to_dict("records"),
                     "final": result.final.to_dict("records"), "world_size": world_size},
@@ -169,31 +172,39 @@ def load_result(out_dir: str | Path, expect_fingerprint: str | None = None) -> T
     model.eval()
     return TrainResult(model, pd.DataFrame(state["history"]), state["best_epoch"],
                        pd.DataFrame(state["final"]), float(state.get("seconds", 0.0)), state["config"],
-                       loaded=True)
+                       loaded=True, kept=state.get("kept"))
 
 
 @dataclass
 class Selection:
-    """The best evaluated epoch so far by mean validation score, and its weights."""
+    """The best evaluated epoch so far by mean validation score, its weights and the state of
+    the objective's kept modules (`Objective.kept`) at that epoch."""
 
     epoch: int = 0
     score: float = -1.0
     weights: dict | None = field(default=None, repr=False)
+    kept: dict | None = field(default=None, repr=False)
 
-    def offer(self, epoch: int, rows: list[dict], metric: str, model: nn.Module) -> float:
+    def offer(self, epoch: int, rows: list[dict], metric: str, model: nn.Module,
+              kept: nn.Module | None = None) -> float:
         score = float(np.mean([r["value"] for r in rows
                                if r["split"] == "val" and r["metric"] == metric]))
         if score > self.score:
             self.epoch, self.score = epoch, score
-            self.weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            self.weights = _copy_state(model)
+            self.kept = _copy_state(kept) if kept is not None else None
         return score
 
     def state(self) -> dict:
-        return {"epoch": self.epoch, "score": self.score, "model": self.weights}
+        return {"epoch": self.epoch, "score": self.score, "model": self.weights, "kept": self.kept}
 
     @classmethod
     def from_state(cls, state: dict) -> Selection:
-        return cls(state["epoch"], state["score"], state["model"])
+        return cls(state["epoch"], state["score"], state["model"], state.get("kept"))
+
+
+def _copy_state(module: nn.Module) -> dict:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
 # ----------------------------------------------------------------------------- batches
@@ -368,7 +379,8 @@ class _Trainer:
             return None
         rows = self.evaluate(self.objective.eval_splits, done)
         self.history += rows
-        score = self.selection.offer(done, rows, self.job.selection_metric, self.model)
+        score = self.selection.offer(done, rows, self.job.selection_metric, self.model,
+                                     self.objective.kept())
         self._reweight()
         return score
 
@@ -377,13 +389,16 @@ class _Trainer:
         them)."""
         self.model.load_state_dict(self.selection.weights)
         self.model.eval()
+        kept = self.objective.kept()
+        if kept is not None and self.selection.kept is not None:  # as it was at that epoch too
+            kept.load_state_dict(self.selection.kept)
         best, splits = self.selection.epoch, self.objective.eval_splits
         final = [r for r in self.history if r["epoch"] == best and r["split"] in splits]
         missing = tuple(s for s in ("val", "test") if s not in splits)
         final += self.evaluate(missing, best) if missing else []
         final = [{k: v for k, v in r.items() if k != "epoch"} for r in final if r["split"] != "train"]
         return TrainResult(self.model, pd.DataFrame(self.history), best, pd.DataFrame(final),
-                           seconds, self.job.config)
+                           seconds, self.job.config, kept=self.selection.kept)
 
 
 @contextlib.contextmanager
