@@ -100,9 +100,16 @@ def test_smoke_run_outputs(smoke_run):
     for col in ("notebook", "model", "method", "domain", "metric", "value", "seed", "epoch"):
         assert col in results
     final = results[~results.metric.str.endswith("_curve")]
+    compressed = final[final.notebook == "06_compressed_retrieval"]  # its indexes, bits, bytes
+    final = final[final.notebook != "06_compressed_retrieval"]
     assert set(final.model) == {"specialist", "naive", "distill"}
     assert {"omniglot", "fashion", "glyphs", "orl", "merged"} <= set(final.domain)
     assert final.value.between(0, 1).all()
+    assert {"float", "pq", "opq", "opqn", "kl float", "kl pq", "kl opq"} <= set(compressed.model)
+    assert set(compressed.domain) == {"orl seen", "orl unseen", "omniglot unseen", "universal"}
+    ranked = compressed[compressed.metric.str.contains("@")]
+    assert {"map@all", "recall@1", "precision@10"} <= set(ranked.metric)
+    assert ranked.value.between(0, 1).all()
     info = json.loads((smoke_run / "run.json").read_text())
     assert info["profile"] == "smoke" and set(info["seconds"]) == {b.stem for b in NOTEBOOKS}
     assert "torch" in info["versions"] and info["versions"]["cpu"]

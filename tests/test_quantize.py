@@ -15,7 +15,7 @@ from helpers import blob_domain
 from ue_lib.data import Domain, Split
 from ue_lib.evaluate import index_ranking_metrics, ranking_metrics
 from ue_lib.objectives import OPQN
-from ue_lib.profiles import Profile
+from ue_lib.profiles import Profile, load_profile
 from ue_lib.quantize import (
     OPQNLoss,
     OrthonormalQuantizer,
@@ -272,6 +272,11 @@ def test_profile_code_shapes_are_checked():
         with pytest.raises(ValueError, match=why):
             Profile(quantize_dim=192, quantize_codes=bad)
     assert Profile().quantize_experiment_list()[-1] == ("universal", "")
+    folder = Profile(quantize_experiments="folder:/data/faces:seen,universal")
+    assert folder.quantize_experiment_list() == [("folder:/data/faces", "seen"), ("universal", "")]
+    paper = load_profile("paper")  # its codes fit its 512-d embedding; IVFPQ among the baselines
+    assert paper.code_shapes() == [(2, 256), (4, 64), (8, 16), (8, 64)]
+    assert paper.methods("quantize_baselines") == ["pq", "opq", "ivfpq"]
     with pytest.raises(ValueError, match="DOMAIN:seen"):
         Profile(quantize_experiments="orl:half")
 

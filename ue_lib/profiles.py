@@ -192,11 +192,11 @@ class Profile(Validated):
         index of all the profile's domains."""
         out = []
         for part in self.quantize_experiments.split(","):
-            domain, _, protocol = part.strip().partition(":")
-            if domain == "universal" and not protocol:
+            if part.strip() == "universal":
                 out.append(("universal", ""))
                 continue
-            if protocol not in ("seen", "unseen"):
+            domain, _, protocol = part.strip().rpartition(":")  # folder:<path>:seen works
+            if not domain or protocol not in ("seen", "unseen"):
                 raise ValueError(f"Profile.quantize_experiments: {part.strip()!r} must be "
                                  f"DOMAIN:seen, DOMAIN:unseen or universal")
             out.append((domain, protocol))
@@ -369,7 +369,13 @@ NAMED: dict[str, dict] = {
         p=32, k=4, epochs_specialist=30, epochs_naive=40, epochs_distill=30, eval_every=5,
         augment=True, final_methods="kl,distance_mse", seeds="0,1,2",
         distill_tuning={"lr": [3e-5, 1e-5, 1e-4]},
-        ablation_grid={"kl.temperature": [0.02, 0.05, 0.2]}),
+        ablation_grid={"kl.temperature": [0.02, 0.05, 0.2]},
+        # notebook 06 on the benchmarks: a 512-d OPQN embedding (the paper's size) at 16-48
+        # bits, IVFPQ among the baselines, 2000 sampled queries rank each whole database; a face
+        # set of your own is one more experiment: -p quantize_experiments "folder:/data/faces:seen,…"
+        quantize_dim=512, quantize_codes="2x256,4x64,8x16,8x64", epochs_quantize=30,
+        quantize_experiments="cub:unseen,cars:unseen,sop:unseen,inshop:unseen,universal",
+        quantize_baselines="pq,opq,ivfpq", quantize_queries=2000),
 }
 PROFILE_NAMES = tuple(NAMED)
 
