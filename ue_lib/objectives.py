@@ -300,6 +300,9 @@ class OPQN(MetricLearning):
         schedule = self.profile.domain_schedule
         return "round_robin" if schedule == "dynamic" else schedule
 
+    def config(self) -> dict:
+        return {**super().config(), "scored_on": "codes"}  # what selects its epoch (embedder)
+
     def kept(self) -> nn.Module:
         return self.metric.quantizer
 
