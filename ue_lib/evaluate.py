@@ -73,7 +73,7 @@ def _check_inputs(
     return x, y, ks
 
 
-def _l2_normalise(x: np.ndarray) -> np.ndarray:
+def l2_normalise(x: np.ndarray) -> np.ndarray:
     """Rows scaled to unit L2 norm (float32, C-contiguous); zero rows stay zero. Computed in
     float64 row blocks, so the temporary memory stays small for large sets."""
     out = np.empty(x.shape, dtype=np.float32)
@@ -231,7 +231,7 @@ def per_query_metrics(
     if not valid.any():
         return metrics, valid
 
-    x = _l2_normalise(x)
+    x = l2_normalise(x)
     index = faiss.IndexFlatIP(x.shape[1])
     index.add(x)
     kmax = min(max(ks), n - 1)
@@ -279,7 +279,7 @@ def per_query_gallery_metrics(
     if not valid.any():
         return metrics, valid
 
-    q, g = _l2_normalise(q), _l2_normalise(g)
+    q, g = l2_normalise(q), l2_normalise(g)
     index = faiss.IndexFlatIP(g.shape[1])
     index.add(g)
     n = len(g)
@@ -363,19 +363,19 @@ def _complete_candidates(scores: np.ndarray, cand: np.ndarray) -> None:
         scores[i, holes] = -1e30
 
 
-def per_query_ranking_metrics(
+def index_ranking_metrics(
     index: faiss.Index,
     queries: Any,
     query_labels: Any,
     gallery_labels: Any,
     ks: Sequence[int] = (1, 5, 10),
     self_rows: Any = None,
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Per-query whole-ranking metrics (module doc) of the ranking faiss `index` (holding the
-    gallery, in the order of `gallery_labels`) gives each query row: the scores of a
-    ``k = N`` search, ordered by the tie rule. ``self_rows`` (leave-one-out): each query's own
-    position in the index, removed from its ranking. Returns ``(metrics, valid)`` as
-    :func:`per_query_metrics`; ``valid`` marks queries with ``R > 0``."""
+) -> dict[str, float]:
+    """Whole-ranking metrics (module doc: ``map@all``, ``precision@K``, ``recall@K``) of the
+    ranking any faiss `index` (flat, PQ, OPQ, OPQN's …; holding the gallery, in the order of
+    `gallery_labels`) gives each query row: the scores of a ``k = N`` search, ordered by the tie
+    rule, averaged over the queries with ``R > 0``. ``self_rows`` (leave-one-out): each query's
+    own position in the index, removed from its ranking."""
     q = np.ascontiguousarray(_to_numpy(queries), dtype=np.float32)
     qy, gy = _to_numpy(query_labels).reshape(-1), _to_numpy(gallery_labels).reshape(-1)
     n = int(index.ntotal)
@@ -409,21 +409,6 @@ def per_query_ranking_metrics(
             kk = min(k, size)
             metrics[f"precision@{k}"][rows] = hits[:, kk - 1] / kk
             metrics[f"recall@{k}"][rows] = hits[:, kk - 1] > 0
-    return metrics, valid
-
-
-def index_ranking_metrics(
-    index: faiss.Index,
-    queries: Any,
-    query_labels: Any,
-    gallery_labels: Any,
-    ks: Sequence[int] = (1, 5, 10),
-    self_rows: Any = None,
-) -> dict[str, float]:
-    """:func:`per_query_ranking_metrics` averaged over the valid queries: ``map@all``,
-    ``precision@K`` and ``recall@K`` of any faiss index (flat, PQ, OPQ, OPQN's …)."""
-    metrics, valid = per_query_ranking_metrics(index, queries, query_labels, gallery_labels, ks,
-                                               self_rows)
     return _mean_metrics(metrics, valid, "the queries", "no query has a relevant database item")
 
 
@@ -446,10 +431,10 @@ def ranking_metrics(
         self_rows = None
         if q.shape[1] != g.shape[1]:
             raise ValueError(f"query and gallery dimensions differ: {q.shape[1]} vs {g.shape[1]}")
-    g = _l2_normalise(g)
+    g = l2_normalise(g)
     index = faiss.IndexFlatIP(g.shape[1])
     index.add(g)
-    return index_ranking_metrics(index, _l2_normalise(q), qy, gy, ks, self_rows)
+    return index_ranking_metrics(index, l2_normalise(q), qy, gy, ks, self_rows)
 
 
 def query_counts(labels: Any) -> dict[str, int]:
@@ -463,7 +448,7 @@ def query_counts(labels: Any) -> dict[str, int]:
     }
 
 
-def _combined_labels(labels_by_domain: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+def combined_labels(labels_by_domain: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """One integer label per (domain, label) pair and the domain id of every item."""
     combined, domain_ids, offset = [], [], 0
     for d, labels in enumerate(labels_by_domain.values()):
@@ -492,7 +477,7 @@ def merged_retrieval_metrics(
         raise ValueError("embeddings_by_domain and labels_by_domain need the same, non-empty keys")
     if "all" in names:
         raise ValueError('a domain may not be named "all" (reserved for the merged result)')
-    labels, domain_ids = _combined_labels({name: labels_by_domain[name] for name in names})
+    labels, domain_ids = combined_labels({name: labels_by_domain[name] for name in names})
     x = np.concatenate([_to_numpy(embeddings_by_domain[name]) for name in names])
     metrics, valid = per_query_metrics(x, labels, ks)
     out = {"all": _mean_metrics(metrics, valid, "the merged set")}

@@ -79,6 +79,9 @@ class Objective(nn.Module):
     kind: ClassVar[str] = "objective"
     epochs_setting: ClassVar[str] = "epochs_naive"
     eval_splits: ClassVar[tuple[str, ...]] = ("val",)  # evaluated every `eval_every` epochs
+    # the `dynamic` domain schedule follows `schedule_weights` (a student's lag behind its
+    # teachers); an objective that gives none trains `dynamic` as round robin
+    follows_lag: ClassVar[bool] = False
 
     def __init__(self, profile: Profile):
         super().__init__()
@@ -91,7 +94,8 @@ class Objective(nn.Module):
 
     @property
     def domain_schedule(self) -> str:
-        return self.profile.domain_schedule
+        schedule = self.profile.domain_schedule
+        return "round_robin" if schedule == "dynamic" and not self.follows_lag else schedule
 
     @property
     def folder(self) -> str:
@@ -184,12 +188,6 @@ class NaiveFusion(MetricLearning):
     epochs_setting = "epochs_naive"
     eval_splits = ("val", "test")
 
-    @property
-    def domain_schedule(self) -> str:
-        # the dynamic schedule follows a student's lag behind its teachers; naive has none
-        schedule = self.profile.domain_schedule
-        return "round_robin" if schedule == "dynamic" else schedule
-
 
 def weights_digest(model: nn.Module) -> str:
     """Hash of a model's weights (identifies a teacher in its students' fingerprints)."""
@@ -206,6 +204,7 @@ class Distillation(Objective):
 
     kind = "distill"
     epochs_setting = "epochs_distill"
+    follows_lag = True
 
     def __init__(self, profile: Profile, method: str, teachers: dict[str, nn.Module]):
         super().__init__(profile)
@@ -294,11 +293,6 @@ class OPQN(MetricLearning):
     @property
     def loss_name(self) -> str:
         return "opqn"
-
-    @property
-    def domain_schedule(self) -> str:  # no teachers: the dynamic schedule has nothing to follow
-        schedule = self.profile.domain_schedule
-        return "round_robin" if schedule == "dynamic" else schedule
 
     def config(self) -> dict:
         return {**super().config(), "scored_on": "codes"}  # what selects its epoch (embedder)

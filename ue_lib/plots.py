@@ -24,7 +24,7 @@ from scipy.stats import spearmanr
 from .data import Domain
 from .evaluate import embed, model_inputs
 from .losses import squared_distances
-from .report import compare, label, setting_label
+from .report import bits_of, compare, label, setting_label
 
 sns.set_theme(style="whitegrid", context="notebook")
 
@@ -528,8 +528,7 @@ def bits_plot(rows: pd.DataFrame, metrics=("map@all", "recall@1")):
     """Notebook 06: each metric against bits per item, one panel per experiment and metric,
     mean ± std over seeds per index (`ue_lib.runfolder.compressed_rows` rows); the float
     embedding is a horizontal band (it has no bits)."""
-    r = rows[rows.metric.isin(metrics)].assign(
-        bits=lambda d: d.method.str.extract(r"(\d+) bits", expand=False).astype(int))
+    r = rows[rows.metric.isin(metrics)].assign(bits=bits_of)
     domains = list(dict.fromkeys(r.domain))
     fig, axes = plt.subplots(len(metrics), len(domains), figsize=(3.6 * len(domains), 3.0 * len(metrics)),
                              squeeze=False, sharex=True)
@@ -551,8 +550,7 @@ def bits_plot(rows: pd.DataFrame, metrics=("map@all", "recall@1")):
             ax.set(title=domain if i == 0 else "", xlabel="bits per item" if i == len(metrics) - 1 else "",
                    ylabel=metric if j == 0 else "")
             ax.set_xticks(sorted(r.bits.unique()))
-    handles, labels = axes[0, -1].get_legend_handles_labels()
-    seen = dict(zip(labels, handles))
+    seen = {}  # one legend entry per index, in the order the panels draw them
     for ax in axes.flat:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             seen.setdefault(lab, h)

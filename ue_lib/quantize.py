@@ -60,6 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import Domain, Split
+from .evaluate import index_ranking_metrics
 
 CODEBOOKS = ("dct", "random", "learned")
 FAISS_KINDS = ("pq", "opq", "ivfpq")
@@ -175,20 +176,21 @@ class OrthonormalQuantizer(nn.Module):
         p = self.probabilities(torch.as_tensor(np.asarray(x, np.float32)))
         return self.soft_quantize(p).reshape(len(p), self.dim).numpy()
 
-    def hard_quantize(self, x: torch.Tensor) -> torch.Tensor:
-        """Each item replaced by its codewords, concat_m c_{m,k_m} (B, D): what an index of its
-        codes holds (a torch op, for evaluating the codes during training)."""
-        k = self.probabilities(x).argmax(-1)  # (B, M)
+    def codewords_of(self, codes: torch.Tensor) -> torch.Tensor:
+        """Items' codewords, concatenated: (N, M) codes -> (N, D) = concat_m c_{m,k_m}."""
         words = self.codebooks.permute(0, 2, 1)  # (M, K, d)
-        return words[torch.arange(self.subspaces, device=x.device)[None, :], k].reshape(len(x), self.dim)
+        return words[torch.arange(self.subspaces, device=codes.device)[None, :], codes].reshape(
+            len(codes), self.dim)
+
+    def hard_quantize(self, x: torch.Tensor) -> torch.Tensor:
+        """Each item replaced by its codewords (B, D): what an index of its codes holds (a torch
+        op, for evaluating the codes during training)."""
+        return self.codewords_of(self.probabilities(x).argmax(-1))
 
     @torch.no_grad()
     def decode(self, codes: np.ndarray) -> np.ndarray:
-        """Items' codewords, concatenated: (N, M) codes -> (N, D)."""
-        codes = torch.as_tensor(np.asarray(codes, np.int64))
-        words = self.codebooks.detach().permute(0, 2, 1)  # (M, K, d)
-        return torch.stack([words[m][codes[:, m]] for m in range(self.subspaces)], 1).reshape(
-            len(codes), self.dim).numpy()
+        """Items' codewords, concatenated: (N, M) codes -> (N, D) array."""
+        return self.codewords_of(torch.as_tensor(np.asarray(codes, np.int64))).numpy()
 
     def direct_scores(self, queries: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """Σ_m p^q_m[k_m] for every query and item (Q, N): the formula :func:`opqn_index` must
@@ -284,6 +286,9 @@ class CodesEmbedder(nn.Module):
 # ----------------------------------------------------------------------------- faiss indexes
 
 def normalized(x: np.ndarray) -> np.ndarray:
+    """A float32 copy of `x` with unit rows, by faiss's own ``normalize_L2`` (the float32 rounding
+    the post-hoc quantizers were fitted with; `ue_lib.evaluate.l2_normalise` rounds in float64,
+    and OPQ's k-means amplifies that last-bit difference into different codes)."""
     x = np.ascontiguousarray(x, dtype=np.float32).copy()
     faiss.normalize_L2(x)
     return x
@@ -428,8 +433,6 @@ def compare_indexes(train: np.ndarray, items: np.ndarray, labels: np.ndarray,
     `ue_lib.evaluate.index_ranking_metrics` plus ``bits``, ``bytes`` per item and ``search_us``
     (microseconds per query, k = 10); index names get `prefix`. With `max_queries`, a seeded
     sample of that many queries searches the whole database (`query_sample`)."""
-    from .evaluate import index_ranking_metrics
-
     n_queries = len(items) if is_query is None else int(is_query.sum())
     picked = query_sample(n_queries, max_queries, seed)
     queries, gallery, self_rows = _query_side(items, is_query, picked)
@@ -473,21 +476,11 @@ def search_benchmark(items: int, dim: int, shapes: list[tuple[int, int]], querie
              "ms_per_query": 1e3 * search_seconds_per_query(flat, q)}]
     del flat
     for m, k in shapes:
-        index = faiss_index("pq", base[: min(items, 20 * k * 39)], base[:0], m, k, seed)
-        codes = rng.integers(0, k, size=(items, m))  # codes of any content scan alike
-        index.add(np.ascontiguousarray(_decoded(index, codes)))
+        index = faiss_index("pq", base[: min(items, FIT_VECTORS)], base, m, k, seed)
         rows.append({"index": f"PQ / OPQN {m}x{k}", "bits": m * _nbits(k),
                      "bytes": code_bytes(index), "memory_mb": code_bytes(index) * items / 2**20,
                      "ms_per_query": 1e3 * search_seconds_per_query(index, q)})
     return rows
-
-
-def _decoded(index: faiss.IndexPQ, codes: np.ndarray, step: int = 1 << 16) -> np.ndarray:
-    """Vectors whose PQ codes are `codes` (the centroids themselves), in blocks."""
-    pq = index.pq
-    words = faiss.vector_to_array(pq.centroids).reshape(pq.M, pq.ksub, pq.dsub)
-    return np.concatenate([np.concatenate([words[m][codes[s : s + step, m]] for m in range(pq.M)], 1)
-                           for s in range(0, len(codes), step)]).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- protocols

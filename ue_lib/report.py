@@ -1156,7 +1156,8 @@ def ablation_plan(grid_that_ran: Mapping[str, list], profile, seconds_per_point:
 QUANT_INDEXES = ("float", "pq", "opq", "opqn")
 
 
-def _bits(rows: pd.DataFrame) -> pd.Series:
+def bits_of(rows: pd.DataFrame) -> pd.Series:
+    """The bit budget of notebook 06's rows (their method, "<bits> bits")."""
     return rows.method.str.extract(r"(\d+) bits", expand=False).astype(int)
 
 
@@ -1164,7 +1165,7 @@ def quantization_table(rows: pd.DataFrame, metric: str = "map@all") -> pd.DataFr
     """'mean ± std' over seeds of `metric` per experiment and bit budget (rows) and index
     (columns: float, pq, opq, opqn, then any other such as the kl student's), from
     `ue_lib.runfolder.compressed_rows` rows."""
-    r = rows[rows.metric == metric].assign(bits=lambda d: _bits(d))
+    r = rows[rows.metric == metric].assign(bits=lambda d: bits_of(d))
     g = r.groupby(["domain", "bits", "model"], sort=False).value
     table = g.agg(_mean_std).unstack("model").fillna("–")
     order = [m for m in QUANT_INDEXES if m in table.columns] + \
@@ -1177,7 +1178,7 @@ def quantization_verdicts(rows: pd.DataFrame, a: str = "opqn", against=("pq", "o
     """`a` against each index of `against`, per experiment and bit budget, paired by seed with
     the rule of `compare` (win / loss / tie / mixed): domain, bits, against, mean of each,
     diff, n, std, outcome."""
-    r = rows.assign(bits=lambda d: _bits(d))
+    r = rows.assign(bits=lambda d: bits_of(d))
     out = []
     for (domain, bits), part in r.groupby(["domain", "bits"], sort=False):
         for b in against:
@@ -1218,7 +1219,7 @@ def bits_needed(rows: pd.DataFrame, index: str, reference: str, metric: str = "r
     `reference` (its float embedding) in `metric` — the mean over seeds of the paired drop
     reference − index at most `tolerance` — or None when no budget that ran does. Columns:
     domain, index, bits (or None), drop (at those bits, else at the largest budget)."""
-    r = rows[rows.metric == metric].assign(bits=lambda d: _bits(d))
+    r = rows[rows.metric == metric].assign(bits=lambda d: bits_of(d))
     out = []
     for domain, part in r.groupby("domain", sort=False):
         if not {index, reference} <= set(part.model):

@@ -422,12 +422,12 @@ def experiment_label(domain: str, protocol: str) -> str:
 def _split_inputs(model, domains: dict[str, Domain], split: str):
     """(embeddings, labels, is_query) of `split` over `domains` (several: merged, leave-one-out,
     labels made distinct per domain)."""
-    from .evaluate import _combined_labels, embed, model_inputs
+    from .evaluate import combined_labels, embed, model_inputs
 
     parts = {n: getattr(d, split) for n, d in domains.items()}
     x = np.concatenate([embed(model, model_inputs(model, sp)) for sp in parts.values()])
     if len(parts) > 1:
-        return x, _combined_labels({n: sp.labels for n, sp in parts.items()})[0], None
+        return x, combined_labels({n: sp.labels for n, sp in parts.items()})[0], None
     (sp,) = parts.values()
     return x, sp.labels, sp.is_query
 
