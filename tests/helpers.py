@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from ue_lib.data import Domain, Split
 
@@ -26,6 +27,21 @@ def blob_domain(name: str = "blobs", n_classes: int = 12, per_class: int = 6, si
     splits = [Split(images[m], labels[m]) for m in cut]
     return Domain(name, *splits, class_names=[str(c) for c in range(n_classes)],
                   split_rule="class-disjoint", provenance="synthetic", license="none")
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def at_angles(*degrees: float) -> np.ndarray:
+    """Unit vectors in the plane at these angles (degrees): exact, easy-to-read cosines."""
+    rad = np.deg2rad(np.asarray(degrees, dtype=np.float64))
+    return np.stack([np.cos(rad), np.sin(rad)], axis=1).astype(np.float32)
+
+
+def assert_metrics(got: dict[str, float], expected: dict[str, float]) -> None:
+    """The same metric names in the same order, each value within 1e-12."""
+    assert list(got) == list(expected)
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, abs=1e-12), key
 
 
 # ----------------------------------------------------------------------------- paper benchmarks

@@ -40,7 +40,7 @@ def test_unknown_profile(tmp_path):
     (["-p", "epochs_naive", "many"], "epochs_naive must be <class 'int'>, got 'many'"),
     (["-p", "kl.temperature", "-1"], "temperature must be"),
     (["-p", "temperature", "0.1"], "unknown parameter(s) temperature"),
-    (["--only", "07"], "--only: no notebook matches 07"),
+    (["--only", "09"], "--only: no notebook matches 09"),
     (["--domains", "omniglot,birds"], "unknown domain 'birds'"),
 ])
 def test_unknown_and_ill_typed_parameters(tmp_path, capsys, args, message):

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from helpers import assert_metrics, at_angles
 
 import ue_lib.evaluate as evaluate_module
 from ue_lib.evaluate import (
@@ -23,18 +24,6 @@ from ue_lib.evaluate import (
     query_counts,
     retrieval_metrics,
 )
-
-
-def at_angles(*degrees: float) -> np.ndarray:
-    rad = np.deg2rad(np.asarray(degrees, dtype=np.float64))
-    return np.stack([np.cos(rad), np.sin(rad)], axis=1).astype(np.float32)
-
-
-def assert_metrics(got: dict[str, float], expected: dict[str, float]) -> None:
-    assert list(got) == list(expected)
-    for key, value in expected.items():
-        assert got[key] == pytest.approx(value, abs=1e-12), key
-
 
 # Angles 0, 10, 25, 45, 70, 100 for items 0..5; labels A={0,1,2,4}, B={3,5}.
 # Neighbour order (angle differences) and relevance:

@@ -101,7 +101,8 @@ def test_smoke_run_outputs(smoke_run):
         assert col in results
     final = results[~results.metric.str.endswith("_curve")]
     compressed = final[final.notebook == "06_compressed_retrieval"]  # its indexes, bits, bytes
-    final = final[final.notebook != "06_compressed_retrieval"]
+    granular = final[final.notebook == "07_semantic_granularity"]  # its rungs and students
+    final = final[~final.notebook.isin(["06_compressed_retrieval", "07_semantic_granularity"])]
     assert set(final.model) == {"specialist", "naive", "distill"}
     assert {"omniglot", "fashion", "glyphs", "orl", "merged"} <= set(final.domain)
     assert final.value.between(0, 1).all()
@@ -110,6 +111,14 @@ def test_smoke_run_outputs(smoke_run):
     ranked = compressed[compressed.metric.str.contains("@")]
     assert {"map@all", "recall@1", "precision@10"} <= set(ranked.metric)
     assert ranked.value.between(0, 1).all()
+    students = {m for m in granular.model if m.startswith("kl ← ")}
+    assert set(granular.model) - students == {"ms", "bd", "bd+attr", "sbd-a", "sbd-b"}
+    # the graded teacher's student: whichever form validation chose
+    assert students - {"kl ← specialists", "kl ← bd"} in ({"kl ← sbd-a"}, {"kl ← sbd-b"})
+    assert {"recall@1", "coarse_recall@1", "ndcg@10", "map@r"} <= set(granular.metric)
+    assert set(granular[granular.method == "specialist"].domain) == {"omniglot", "fashion", "glyphs"}
+    assert {"orl", "merged"} <= set(granular[granular.method == "student"].domain)
+    assert granular.value.between(0, 1).all()
     info = json.loads((smoke_run / "run.json").read_text())
     assert info["profile"] == "smoke" and set(info["seconds"]) == {b.stem for b in NOTEBOOKS}
     assert "torch" in info["versions"] and info["versions"]["cpu"]

@@ -21,6 +21,7 @@ from ue_lib.data import LOADERS, Domain, Split  # noqa: E402
 from ue_lib.examples import kl_worked_example  # noqa: E402
 from ue_lib.io import RESULT_COLUMNS  # noqa: E402
 from ue_lib.losses import DISTILLATION_LOSSES  # noqa: E402
+from ue_lib.profiles import Profile  # noqa: E402
 
 SENTINEL = {"specialist": "#010101", "naive": "#020202", "teacher": "#030303",
             "distill:kl": "#040404", "distill:distance_mse": "#050505"}
@@ -69,7 +70,9 @@ def _domain(name: str, split: Split) -> Domain:
 def test_palette_covers_every_model_label_with_fixed_hex_colours():
     expected = {"specialist", "naive", "teacher"} | {f"distill:{m}" for m in DISTILLATION_LOSSES}
     indexes = {"float", "pq", "opq", "opqn", "kl float", "kl pq", "kl opq"}  # notebook 06
-    assert set(plots.PALETTE) == expected | indexes
+    rungs = set(Profile().sgml_ladder)  # notebook 07: the ladder and the students of its teachers
+    students = {"kl ← specialists"} | {f"kl ← {r}" for r in rungs - {"ms"}}
+    assert set(plots.PALETTE) == expected | indexes | rungs | students
     assert all(len(c) == 7 and c.startswith("#") for c in plots.PALETTE.values())
     assert plots.PALETTE["teacher"] == plots.PALETTE["specialist"]
     others = [c for k, c in plots.PALETTE.items() if k in expected and k != "teacher"]

@@ -48,6 +48,17 @@ PALETTE: dict[str, str] = {
     "kl float": "#0072B2",               # the distilled student, uncompressed (blue) ...
     "kl pq": "#56B4E9",                  # ... and compressed (sky blue, reddish purple)
     "kl opq": "#CC79A7",
+    # semantic granularity (notebook 07): the ladder's rungs and the two students
+    "ms": "#0072B2",                     # blue: the project's specialists
+    "bd": "#999999",                     # grey: the baseline of the ladder
+    "bd+attr": "#56B4E9",                # sky blue
+    "sbd-a": "#D55E00",                  # vermillion
+    "sbd-b": "#009E73",                  # bluish green
+    "kl ← specialists": "#0072B2",
+    "kl ← sbd-a": "#D55E00",
+    "kl ← sbd-b": "#009E73",
+    "kl ← bd+attr": "#56B4E9",
+    "kl ← bd": "#999999",
 }
 """The colour of every model label (`ue_lib.report.label`), used by every figure."""
 
@@ -557,4 +568,30 @@ def bits_plot(rows: pd.DataFrame, metrics=("map@all", "recall@1")):
     fig.legend(seen.values(), seen.keys(), loc="lower center", ncol=min(len(seen), 7),
                bbox_to_anchor=(0.5, -0.02), frameon=False)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig
+
+
+def granularity_figure(pairs: pd.DataFrame, bins: int = 5):
+    """Notebook 07: each rung's learned cosine similarity against the pair's granularity
+    similarity g (`ue_lib.runfolder.granularity_pairs`), mean ± standard error per g bin (bins
+    of fewer than 5 pairs are left out); negative pairs (different classes) left, positive
+    pairs right."""
+    edges = np.linspace(0, 1, bins + 1)
+    p = pairs.assign(bin=np.clip(np.digitize(pairs.g, edges[1:-1]), 0, bins - 1))
+    centres = (edges[:-1] + edges[1:]) / 2
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    for ax, same, title in ((axes[0], False, "negative pairs (different classes)"),
+                            (axes[1], True, "positive pairs (same class)")):
+        part = p[p.same_class == same]
+        for rung in dict.fromkeys(part.rung):
+            s = part[part.rung == rung].groupby("bin").similarity.agg(["mean", "sem", "count"])
+            s = s[s["count"] >= 5]
+            ax.errorbar(centres[s.index], s["mean"], yerr=s["sem"].fillna(0), marker="o", ms=4,
+                        capsize=3, color=model_color(rung), label=rung)
+        ax.set(title=title, xlabel="granularity similarity g (attributes)", xlim=(0, 1))
+    axes[0].set_ylabel("learned cosine similarity (mean ± s.e.)")
+    axes[1].legend(fontsize=8, loc="lower right")
+    if "domain" in pairs:
+        fig.suptitle(f"{', '.join(dict.fromkeys(pairs.domain))}: test pairs")
+    fig.tight_layout()
     return fig

@@ -57,6 +57,22 @@ def _loss_defaults() -> dict:
     return loss_defaults()
 
 
+# Notebook 07's ladder (SGML, Manandhar et al., 2020): each rung is the settings its specialists
+# train with. "ms" is the project's specialists as they are (notebook 02's models, reused). The
+# soft-binomial-deviance rungs are our reconstruction (`ue_lib.losses.SoftBinomialDevianceLoss`);
+# gamma 0.25 places a negative pair whose attributes agree fully at beta + 0.25 = 0.75 (our
+# choice, a parameter like every other).
+SGML_LADDER = {
+    "ms": {},
+    "bd": {"metric_loss": "binomial_deviance"},
+    "bd+attr": {"metric_loss": "binomial_deviance", "attribute_weight": 1.0},
+    "sbd-a": {"metric_loss": "soft_binomial_deviance", "attribute_weight": 1.0,
+              "soft_binomial_deviance.form": "weights", "soft_binomial_deviance.weight": 1.0},
+    "sbd-b": {"metric_loss": "soft_binomial_deviance", "attribute_weight": 1.0,
+              "soft_binomial_deviance.form": "targets", "soft_binomial_deviance.gamma": 0.25},
+}
+
+
 @dataclass
 class Profile(Validated):
     name: str = _f("custom", "run")
@@ -110,6 +126,8 @@ class Profile(Validated):
     final_methods: str = _f("kl,distance_mse,embedding_mse", "notebook",
                             "the students notebook 04 repeats per seed")
     metric_weight: float = _f(0.0, "distill", "weight of the metric loss added to distillation")
+    attribute_weight: float = _f(0.0, "train", "SGML: weight of the attribute head's BCE "
+                                 "(0: no attribute head; notebook 07's ladder sets it per rung)")
     distill_tuning: dict = _f(dict, "distill", 'the same grid for every distillation method, on '
                               'validation at the base seed: e.g. {"lr": [2e-3, 6e-4]}; {}: none')
     # ---- notebooks
@@ -132,6 +150,14 @@ class Profile(Validated):
                                           "opqn.entropy_weight": [0.1, 0.0],
                                           "opqn.x_branch": [True, False]}, "notebook",
                                  "OPQN settings varied one at a time (first value: the default)")
+    # ---- semantic granularity (notebook 07)
+    sgml_ladder: dict = _f(lambda: dict(SGML_LADDER), "notebook",
+                           "notebook 07: rung name -> the settings of its specialists")
+    sgml_seeds: str | int | tuple | list = _f("0,1,2", "notebook")
+    sgml_teachers: str = _f("bd,auto", "notebook", "rungs whose specialists teach a kl student in "
+                            "notebook 07 (domains without attributes keep their specialist); "
+                            "auto: the graded rung with the best validation nDCG")
+    sgml_ks: str = _f("1,5,10", "notebook", "K of Recall@K, coarse Recall@K and nDCG@K")
 
     def check(self) -> None:
         parse_domains(self.domains)
@@ -148,7 +174,7 @@ class Profile(Validated):
         if self.k < 2:
             raise ValueError(f"Profile.k must be >= 2 (positives need two images), got {self.k}")
         for name in ("weight_decay", "metric_weight", "num_workers", "head_hidden", "batches_per_domain",
-                     "threads"):
+                     "threads", "attribute_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"Profile.{name} must be >= 0, got {getattr(self, name)}")
         self._check_engine_names()
@@ -156,7 +182,7 @@ class Profile(Validated):
         from .models import split_stage
 
         split_stage(ModelSettings.part_of(self))
-        for which in ("seeds", "ablation_seeds", "quantize_seeds"):  # canonical form: "0,1,2"
+        for which in ("seeds", "ablation_seeds", "quantize_seeds", "sgml_seeds"):  # canonical "0,1,2"
             setattr(self, which, ",".join(map(str, self.seed_list(which))))
         for knob in [*self.ablation_grid, *self.quantize_ablation]:
             setting_path(knob)
@@ -167,6 +193,34 @@ class Profile(Validated):
         for kind in self.methods("quantize_baselines"):
             choice("Profile", "quantize_baselines", kind, FAISS_KINDS)
         self._check_tuning()
+        self._check_sgml()
+
+    def _check_sgml(self) -> None:
+        """Notebook 07's settings: every rung's settings are valid settings, the teacher is a
+        rung, and the Ks are positive integers."""
+        if not self.sgml_ladder:
+            raise ValueError("Profile.sgml_ladder is empty; e.g. {\"ms\": {}, \"bd\": "
+                             "{\"metric_loss\": \"binomial_deviance\"}}")
+        for rung, settings in self.sgml_ladder.items():
+            if not isinstance(settings, dict):
+                raise ValueError(f"Profile.sgml_ladder[{rung!r}] must be a dict of settings, "
+                                 f"got {settings!r}")
+            for knob in settings:
+                setting_path(knob)
+        for rung in self.methods("sgml_teachers"):
+            choice("Profile", "sgml_teachers", rung, [*self.sgml_ladder, "auto"])
+        self.sgml_k_list()
+
+    def sgml_k_list(self) -> list[int]:
+        """`sgml_ks` as a list of positive integers."""
+        try:
+            ks = [int(k) for k in str(self.sgml_ks).split(",")]
+        except ValueError:
+            ks = []
+        if not ks or min(ks) < 1:
+            raise ValueError(f"Profile.sgml_ks must be positive integers like \"1,5,10\", got "
+                             f"{self.sgml_ks!r}")
+        return ks
 
     def code_shapes(self) -> list[tuple[int, int]]:
         """`quantize_codes` as (M, K) pairs; each must fit `quantize_dim` (M divides it and K is
@@ -323,7 +377,8 @@ NAMED: dict[str, dict] = {
         quantize_dim=64, quantize_codes="4x8,8x8", quantize_seeds="0,1", epochs_quantize=3,
         quantize_queries=300, quantize_bench_items=20_000,
         quantize_ablation={"opqn.codebook": ["dct", "random"], "opqn.entropy_weight": [0.1, 0.0],
-                           "opqn.x_branch": [True, False]}),
+                           "opqn.x_branch": [True, False]},
+        sgml_seeds="0,1"),  # notebook 07: the whole ladder, two seeds
     # The pretrained regime (the default demo): ImageNet EfficientNet-Lite0 features at 64 px,
     # frozen and cached (computed once per run), an MLP head trained on them; five domains of
     # very different size and kind. Every model sees the same 10 batches of each domain per

@@ -490,7 +490,7 @@ def _subset(split: Split, idx: np.ndarray, is_query: np.ndarray | None = None) -
         return None if a is None else a[idx]
 
     return Split(split.images[idx], split.labels[idx], take(split.boxes), take(split.paths),
-                 is_query, take(split.features))
+                 is_query, take(split.features), take(split.attributes), take(split.groups))
 
 
 def _concat(parts: list[Split], is_query: np.ndarray | None = None) -> Split:
@@ -498,7 +498,8 @@ def _concat(parts: list[Split], is_query: np.ndarray | None = None) -> Split:
         values = [getattr(s, name) for s in parts]
         return None if any(v is None for v in values) else np.concatenate(values)
 
-    return Split(cat("images"), cat("labels"), cat("boxes"), cat("paths"), is_query, cat("features"))
+    return Split(cat("images"), cat("labels"), cat("boxes"), cat("paths"), is_query, cat("features"),
+                 cat("attributes"), cat("groups"))
 
 
 @dataclass(frozen=True)
@@ -548,7 +549,8 @@ def seen_identities(domain: Domain, queries_per_class: int = 3, val_per_class: i
     return Domain(domain.name, train_split, with_gallery(val), with_gallery(test),
                   domain.class_names, f"seen identities: per class {queries_per_class} test and "
                   f"{val_per_class} validation queries held out; the gallery is the training images",
-                  domain.provenance, domain.license, {**domain.notes, "protocol": "seen"})
+                  domain.provenance, domain.license, {**domain.notes, "protocol": "seen"},
+                  domain.attribute_names, domain.group_names)
 
 
 __all__ = ["CODEBOOKS", "FAISS_KINDS", "OPQNLoss", "OrthonormalQuantizer", "Protocol",

@@ -78,6 +78,8 @@ class Rules:
         below this multiple of the chance Recall@1 [2.0] ...
     collapse_epoch: ... or when its selected epoch is at most this [2] ...
     collapse_min_epochs: ... in a run of at least this many epochs [10].
+    favour_margin: the numbers favour one of two models (`favoured`) when it wins at least this
+        many more (domain, metric) comparisons than the other [2].
     """
 
     min_gain: float = 0.01
@@ -93,6 +95,7 @@ class Rules:
     collapse_ratio: float = 2.0
     collapse_epoch: int = 2
     collapse_min_epochs: int = 10
+    favour_margin: int = 2
 
     def __post_init__(self):
         if not 0 < self.confidence < 1:
@@ -100,10 +103,11 @@ class Rules:
         if min(self.min_gain, self.tie_tolerance, self.overfit_drop, self.cost_tolerance,
                self.close_gap, self.budget_tolerance, self.collapse_ratio, self.collapse_epoch) < 0:
             raise ValueError("Rules: tolerances, collapse_ratio and collapse_epoch must be >= 0")
-        if min(self.last_evals, self.all_positive_max_seeds, self.collapse_min_epochs) < 1 \
+        if min(self.last_evals, self.all_positive_max_seeds, self.collapse_min_epochs,
+               self.favour_margin) < 1 \
                 or self.min_spread_evals < 0:
-            raise ValueError("Rules: last_evals, all_positive_max_seeds and collapse_min_epochs "
-                             "must be >= 1, min_spread_evals >= 0")
+            raise ValueError("Rules: last_evals, all_positive_max_seeds, collapse_min_epochs and "
+                             "favour_margin must be >= 1, min_spread_evals >= 0")
         if self.tie_tolerance > self.overfit_drop:
             raise ValueError("Rules: tie_tolerance must not exceed overfit_drop (a drop within a "
                              "tie cannot be over-fitting)")
@@ -1299,3 +1303,111 @@ def opqn_ablation_sentence(table: pd.DataFrame, metric: str = "map@all", rules: 
              for setting, r in changed.iterrows()]
     return (f"In {metric}: " + "; ".join(parts) + f". Rule: a change beats the defaults with a "
             f"{win_rule(rules, int(changed.n.max()))}.")
+
+
+# ---------------------------------------------------------------- semantic granularity (notebook 07)
+
+def ladder_table(rows: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """Notebook 07: one row per model (rung, student) in recorded order, one column per metric:
+    the mean over domains (merged excluded), as 'mean ± std' over seeds of that per-seed mean."""
+    r = rows[rows.metric.isin(metrics) & ~rows.domain.astype(str).str.startswith("merged")]
+    per_seed = r.groupby(["model", "metric", "seed"], sort=False).value.mean()
+    table = per_seed.groupby(["model", "metric"], sort=False).agg(_mean_std).unstack("metric")
+    counts = per_seed.groupby(["model", "metric"], sort=False).count()
+    table = table.reindex(index=list(dict.fromkeys(r.model)), columns=list(metrics)).fillna("–")
+    return table.rename_axis(columns=f"mean over domains, {_over_seeds('', counts).strip()}")
+
+
+def ladder_verdicts(rows: pd.DataFrame, baseline: str, metrics: Sequence[str],
+                    models: Sequence[str] | None = None, rules: Rules = Rules()) -> pd.DataFrame:
+    """Every model of `models` (default: all but `baseline`, in recorded order) against
+    `baseline`, per metric and domain, paired by seed with the rule of `compare`: model,
+    metric, domain, mean of each, diff, n, std, outcome."""
+    models = [m for m in dict.fromkeys(rows.model) if m != baseline] if models is None else models
+    out = []
+    for model in models:
+        for metric in metrics:
+            if not {model, baseline} <= set(rows[rows.metric == metric].model):
+                continue
+            cmp = compare(rows, model, baseline, metric, rules=rules)
+            out += [{"model": model, "metric": metric, "domain": d, "value": r[model],
+                     "baseline": r[baseline], "diff": r["diff"], "n": r["n"], "std": r["std"],
+                     "outcome": r["outcome"]} for d, r in cmp.iterrows()]
+    return pd.DataFrame(out, columns=["model", "metric", "domain", "value", "baseline", "diff", "n",
+                                      "std", "outcome"])
+
+
+def ladder_sentence(verdicts: pd.DataFrame, baseline: str, rules: Rules = Rules()) -> str:
+    """Markdown: per model and metric, its wins, losses and ties against `baseline` over the
+    domains (with the paired differences of the decided ones), and the rule."""
+    if verdicts.empty:
+        return f"No comparison with {baseline} ran."
+    lines = []
+    for model, part in verdicts.groupby("model", sort=False):
+        bits = []
+        for metric, m in part.groupby("metric", sort=False):
+            c = m.outcome.value_counts()
+            decided = ", ".join(f"{r.domain} {_signed(r['diff'])} ({r.outcome})"
+                                for _, r in m[m.outcome.isin(["win", "loss", "mixed"])].iterrows())
+            bits.append(f"{metric}: {c.get('win', 0)} win(s), {c.get('loss', 0)} loss(es), "
+                        f"{c.get('tie', 0)} tie(s) of {len(m)} domains"
+                        + (f" ({decided})" if decided else ""))
+        lines.append(f"- **{model} vs {baseline}** — " + "; ".join(bits) + ".")
+    lines.append(f"- Rule: a win is a {win_rule(rules, int(verdicts.n.max()))}; a loss the same "
+                 f"the other way; anything else is a tie (or mixed across seeds).")
+    return "\n".join(lines)
+
+
+def _win_counts(rows: pd.DataFrame, a: str, b: str, metrics: Sequence[str], rules: Rules
+                ) -> tuple[dict[str, int], list[str]]:
+    wins, parts = {a: 0, b: 0}, []
+    for metric in metrics:
+        cmp = compare(rows, a, b, metric, rules=rules)
+        wa, wb = int((cmp.outcome == "win").sum()), int((cmp.outcome == "loss").sum())
+        wins[a], wins[b] = wins[a] + wa, wins[b] + wb
+        parts.append(f"{metric} {wa}–{wb} of {len(cmp)}")
+    return wins, parts
+
+
+def favoured(rows: pd.DataFrame, a: str, b: str, metrics: Sequence[str],
+             rules: Rules = Rules()) -> str:
+    """Which of two models the numbers favour: the one that wins at least `rules.favour_margin`
+    more (domain, metric) comparisons (each by the rule of `compare`) than the other, else
+    "neither"."""
+    wins, _ = _win_counts(rows, a, b, metrics, rules)
+    m = rules.favour_margin
+    return a if wins[a] - wins[b] >= m else b if wins[b] - wins[a] >= m else "neither"
+
+
+def favoured_sentence(rows: pd.DataFrame, a: str, b: str, metrics: Sequence[str],
+                      rules: Rules = Rules()) -> str:
+    """One Markdown sentence: which of `a` and `b` the numbers favour (`favoured`), with the
+    per-metric wins behind it."""
+    wins, parts = _win_counts(rows, a, b, metrics, rules)
+    choice = favoured(rows, a, b, metrics, rules)
+    return (f"{a} against {b}, domains won by each ({', '.join(parts)}; {wins[a]} against "
+            f"{wins[b]} in all): the numbers favour **{choice}** (rule: {rules.favour_margin} or "
+            f"more wins than the other).")
+
+
+def attribute_table(domains: Mapping) -> pd.DataFrame:
+    """Notebook 07: what each domain declares (`Domain.attribute_names`, `Domain.group_names`):
+    the number of attributes and coarse groups, a few names of each, and the mean number of
+    attributes an image has on (training split); "–" where a domain has none."""
+    rows = []
+    for name, d in domains.items():
+        a = d.train.attributes
+        rows.append({"domain": name, "attributes": len(d.attribute_names) or "–",
+                     "e.g.": ", ".join(d.attribute_names[:4]) or "–",
+                     "on per image": "–" if a is None else _num(float((a >= 0.5).sum(1).mean()), 1),
+                     "coarse groups": len(d.group_names) or "–",
+                     "groups, e.g.": ", ".join(d.group_names[:4]) or "–"})
+    return pd.DataFrame(rows).set_index("domain")
+
+
+def ladder_settings(ladder: Mapping[str, Mapping]) -> str:
+    """Notebook 07, Markdown: each rung of `Profile.sgml_ladder` with the settings its
+    specialists change ("the profile's own" for none)."""
+    return "\n".join(f"- **{rung}**: " + (", ".join(f"`{k}` = {setting_label(v)}" for k, v in s.items())
+                                          or "the profile's own")
+                     for rung, s in ladder.items())

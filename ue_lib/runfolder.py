@@ -42,7 +42,7 @@ from .evaluate import evaluate_merged
 from .features import FeatureStore, attach_features
 from .io import RESULT_COLUMNS, atomic_write_text, save_figure, slug
 from .models import build_trunk, split_stage, trunk_key
-from .objectives import OPQN, Distillation, NaiveFusion, Objective, Specialist
+from .objectives import OPQN, Distillation, NaiveFusion, Objective, Specialist, specialist_objective
 from .profiles import Profile
 from .spec import RunSpec
 from .train import TrainJob, TrainResult, train
@@ -231,6 +231,46 @@ class RunFolder:
             return self.domains(seed)
         p_dom = p if domain in p.domain_names else p.with_overrides({"domains": domain})
         return {domain: Protocol(protocol).apply(self.domains(seed, p_dom)[domain], seed)}
+
+    # ---- semantic granularity (notebook 07)
+    def rung_profile(self, rung: str) -> Profile:
+        """The profile a rung of `sgml_ladder` trains its specialists with."""
+        p = self.profile
+        if rung not in p.sgml_ladder:
+            raise ValueError(f"unknown rung {rung!r} of sgml_ladder; valid: {', '.join(p.sgml_ladder)}")
+        return p.with_overrides(p.sgml_ladder[rung])
+
+    def attribute_domains(self, seed: int | None = None) -> list[str]:
+        """The profile's domains that carry attributes (`Domain.attribute_names`): notebook 07's
+        ladder trains on these."""
+        return [n for n, d in self.domains(seed).items() if d.has_attributes]
+
+    def rung_specialist(self, rung: str, domain: str, seed: int | None = None) -> TrainResult:
+        """`domain`'s specialist of ladder rung `rung` at `seed` (a rung without settings is the
+        project's specialist itself: notebook 02's model, reused)."""
+        p, seed = self.rung_profile(rung), self.seed if seed is None else seed
+        d = self.domains(seed, p)[domain]
+        return self.train(specialist_objective(p), {domain: d}, seed,
+                          self._rung_name(rung, f"{slug(domain)}-seed{seed}"))
+
+    def _rung_name(self, rung: str, name: str) -> str:
+        """A rung's model name: `name` (the project's own model's) for a rung without settings,
+        so that it is that model; else `name` tagged with the rung."""
+        return f"{name}-{slug(rung)}" if self.profile.sgml_ladder[rung] else name
+
+    def rung_student(self, rung: str, seed: int | None = None) -> TrainResult:
+        """The kl student (with notebook 03's tuned settings, `student`) distilled from rung
+        `rung`'s specialists where a domain has attributes and from the project's specialist
+        where it has none."""
+        seed = self.seed if seed is None else seed
+        attributed = set(self.attribute_domains(seed))
+        teachers = {n: (self.rung_specialist(rung, n, seed) if n in attributed else r).model
+                    for n, r in self.specialists(seed).items()}
+        p = self.profile
+        chosen = self.tuning("kl", p).chosen if p.distill_tuning else {}
+        trained = p.with_overrides(chosen) if chosen else p
+        return self.train(Distillation(trained, "kl", teachers), self.domains(seed), seed,
+                          self._rung_name(rung, f"seed{seed}"))
 
     def tuning(self, method: str, profile: Profile | None = None) -> Tuning:
         """The tuning of `method` under `profile`: one student per point of its `distill_tuning`
@@ -539,3 +579,171 @@ def train_models(spec: RunSpec, parts: tuple[str, ...] = PARTS,
                     add(f"distill-{m} tuning {label} seed {folder.seed}",
                         folder.distill(m, folder.seed, p, point))
     return done
+
+
+# ----------------------------------------------------------------------------- notebook 07
+
+def granular_metrics(embeddings: np.ndarray, labels: np.ndarray, groups=None, attributes=None,
+                     is_query=None, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """Recall@K and MAP@R (`ue_lib.evaluate.split_metrics`'s protocol: query/gallery when
+    `is_query` is given, else leave-one-out) with coarse Recall@K and nDCG@K
+    (`ue_lib.evaluate.graded_metrics`) of one set of embeddings."""
+    from .evaluate import graded_metrics, query_gallery_metrics, retrieval_metrics
+
+    if is_query is None:
+        out = retrieval_metrics(embeddings, labels, ks)
+        graded = graded_metrics(embeddings, labels, query_groups=groups,
+                                query_attributes=attributes, ks=ks)
+    else:
+        q, g = np.asarray(is_query, bool), ~np.asarray(is_query, bool)
+        pick = {n: (None, None) if a is None else (a[q], a[g])
+                for n, a in (("groups", groups), ("attributes", attributes))}
+        out = query_gallery_metrics(embeddings[q], labels[q], embeddings[g], labels[g], ks)
+        graded = graded_metrics(embeddings[q], labels[q], query_groups=pick["groups"][0],
+                                query_attributes=pick["attributes"][0], gallery=embeddings[g],
+                                gallery_labels=labels[g], gallery_groups=pick["groups"][1],
+                                gallery_attributes=pick["attributes"][1], ks=ks)
+    return {**out, **graded}
+
+
+def _rows(folder: RunFolder, model: str, method: str, domain: str, seed: int, epoch: int,
+          metrics: dict[str, float]) -> list[dict]:
+    return [{"notebook": folder.notebook, "model": model, "method": method, "domain": domain,
+             "split": "test", "seed": seed, "epoch": epoch, "metric": m, "value": v}
+            for m, v in metrics.items()]
+
+
+def split_granular_metrics(model, split, ks: Sequence[int]) -> dict[str, float]:
+    """`granular_metrics` of `model`'s embeddings of one split, under the split's protocol."""
+    from .evaluate import embed, model_inputs
+
+    x = embed(model, model_inputs(model, split))
+    return granular_metrics(x, split.labels, split.groups, split.attributes, split.is_query, ks)
+
+
+def granularity_ladder(folder: RunFolder) -> pd.DataFrame:
+    """Notebook 07's ladder: every rung of `sgml_ladder` as specialists on every attribute-bearing
+    domain, every seed of `sgml_seeds` (offset by the run's seed); their test Recall@K, MAP@R,
+    coarse Recall@K and nDCG@K (`granular_metrics`, Ks `sgml_ks`). Rows: model = rung, method
+    "specialist"."""
+    p = folder.profile
+    rows = []
+    for s in p.seed_list("sgml_seeds", offset=folder.seed):
+        for rung in p.sgml_ladder:
+            for name in folder.attribute_domains(s):
+                result = folder.rung_specialist(rung, name, s)
+                metrics = split_granular_metrics(result.model, folder.domains(s)[name].test,
+                                                 p.sgml_k_list())
+                rows += _rows(folder, rung, "specialist", name, s, result.best_epoch, metrics)
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+def graded_rungs(profile: Profile) -> list[str]:
+    """The rungs of `sgml_ladder` whose loss grades pairs by attributes (``takes_attributes``)."""
+    from .losses import METRIC_LOSSES
+
+    return [rung for rung, settings in profile.sgml_ladder.items()
+            if getattr(METRIC_LOSSES[settings.get("metric_loss", profile.metric_loss)],
+                       "takes_attributes", False)]
+
+
+def teacher_choice(folder: RunFolder) -> tuple[str, pd.DataFrame]:
+    """The graded rung (`graded_rungs`) whose specialists have the best *validation* nDCG@K
+    (largest K of `sgml_ks`), averaged over the attribute-bearing domains and `sgml_seeds`
+    (test is never looked at; ties: the first rung). Returns it and the table behind it
+    (rung, val score)."""
+    p = folder.profile
+    metric = f"ndcg@{p.sgml_k_list()[-1]}"
+    rungs = graded_rungs(p)
+    if not rungs:
+        raise ValueError("sgml_teachers has auto but sgml_ladder has no rung whose loss grades "
+                         "pairs by attributes (e.g. soft_binomial_deviance)")
+    scores = {}
+    for rung in rungs:
+        values = [split_granular_metrics(folder.rung_specialist(rung, n, s).model,
+                                         folder.domains(s)[n].val, p.sgml_k_list())[metric]
+                  for s in p.seed_list("sgml_seeds", offset=folder.seed)
+                  for n in folder.attribute_domains(s)]
+        scores[rung] = float(np.mean(values))
+    best = max(rungs, key=lambda r: (scores[r], -rungs.index(r)))
+    table = pd.DataFrame({"rung": rungs, f"val {metric}": [scores[r] for r in rungs],
+                          "chosen": [r == best for r in rungs]}).set_index("rung")
+    return best, table
+
+
+def teacher_rungs(folder: RunFolder) -> list[str]:
+    """`sgml_teachers` with ``auto`` resolved by `teacher_choice`."""
+    rungs = folder.profile.methods("sgml_teachers")
+    return [teacher_choice(folder)[0] if r == "auto" else r for r in rungs]
+
+
+def granularity_students(folder: RunFolder) -> pd.DataFrame:
+    """Notebook 07's link to the main story: the kl student of the project's specialists
+    (`RunFolder.student`, model "kl ← specialists") and the kl student of each rung of
+    `teacher_rungs` (`RunFolder.rung_student`, model "kl ← <rung>"), every seed of `sgml_seeds`:
+    `granular_metrics` per domain and on the merged index of all domains (labels and coarse
+    groups made distinct per domain; a domain without groups counts its classes as its groups;
+    attributes differ between domains, so the merged nDCG grades by class and group only).
+    Rows: method "student"."""
+    from .evaluate import combined_labels, embed, model_inputs
+
+    p = folder.profile
+    rows, rungs = [], teacher_rungs(folder)
+    for s in p.seed_list("sgml_seeds", offset=folder.seed):
+        domains = folder.domains(s)
+        students = [(STUDENT_OF_SPECIALISTS, folder.student("kl", s))]
+        students += [(f"kl ← {rung}", folder.rung_student(rung, s)) for rung in rungs]
+        for model, result in students:
+            xs = {n: embed(result.model, model_inputs(result.model, d.test)) for n, d in domains.items()}
+            for n, d in domains.items():
+                metrics = granular_metrics(xs[n], d.test.labels, d.test.groups, d.test.attributes,
+                                           d.test.is_query, p.sgml_k_list())
+                rows += _rows(folder, model, "student", n, s, result.best_epoch, metrics)
+            labels = combined_labels({n: d.test.labels for n, d in domains.items()})[0]
+            groups = combined_labels({n: d.test.labels if d.test.groups is None else d.test.groups
+                                      for n, d in domains.items()})[0]
+            metrics = granular_metrics(np.concatenate(list(xs.values())), labels, groups,
+                                       ks=p.sgml_k_list())
+            rows += _rows(folder, model, "student", "merged", s, result.best_epoch, metrics)
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+STUDENT_OF_SPECIALISTS = "kl ← specialists"
+
+
+def granularity_pairs(folder: RunFolder, domain: str | None = None, pairs: int = 3000
+                      ) -> pd.DataFrame:
+    """Test pairs of `domain` (default: the attribute-bearing domain with the most attributes
+    on per image, whose pairs have the most graded g) at the run's seed:
+    `pairs` seeded random pairs (mostly negatives) and `pairs` seeded positive pairs (an anchor
+    and a random other item of its class), with their ground-truth granularity similarity g
+    (cosine of the attribute vectors), whether they share a class, and each rung's learned
+    cosine similarity. Columns: domain, rung, g, same_class, similarity."""
+    from .evaluate import embed, l2_normalise, model_inputs
+
+    seed = folder.seed
+    if domain is None:  # the most graded one: most attributes on per image
+        domain = max(folder.attribute_domains(seed), key=lambda n: float(
+            (folder.domains(seed)[n].test.attributes >= 0.5).sum(1).mean()))
+    test = folder.domains(seed)[domain].test
+    rng = np.random.default_rng(seed)
+    n = len(test.labels)
+    order = np.argsort(test.labels, kind="stable")
+    _, start, inverse, count = np.unique(test.labels[order], return_index=True, return_inverse=True,
+                                         return_counts=True)
+    anchors = rng.integers(0, n, pairs)
+    cls = inverse[np.argsort(order)][anchors]  # each anchor's class position
+    partners = order[start[cls] + (rng.random(pairs) * count[cls]).astype(int)]
+    i = np.concatenate([rng.integers(0, n, pairs), anchors])
+    j = np.concatenate([rng.integers(0, n, pairs), partners])
+    i, j = i[i != j], j[i != j]
+    a = l2_normalise(np.asarray(test.attributes, np.float64))
+    g = np.clip((a[i] * a[j]).sum(1), 0.0, 1.0)
+    out = []
+    for rung in folder.profile.sgml_ladder:
+        result = folder.rung_specialist(rung, domain, seed)
+        x = l2_normalise(embed(result.model, model_inputs(result.model, test)))
+        out.append(pd.DataFrame({"domain": domain, "rung": rung, "g": g,
+                                 "same_class": test.labels[i] == test.labels[j],
+                                 "similarity": (x[i] * x[j]).sum(1)}))
+    return pd.concat(out, ignore_index=True)

@@ -32,6 +32,25 @@ paths only, decoded (and, for training, randomly cropped and flipped) per batch 
 ``num_workers`` DataLoader workers; the loader only checks that every listed file exists.
 :func:`read_index` reads just the index files (paths, labels, boxes, query flags) and
 :func:`split_items` makes the splits, as item indices into that index, without touching an image.
+
+Attributes and coarse groups (``Split.attributes`` / ``Split.groups``, named by
+``Domain.attribute_names`` / ``Domain.group_names``; ``Domain.notes["attributes"]`` says what
+was found):
+
+* `cub`: the 312 binary attributes of ``CUB_200_2011/attributes/image_attribute_labels.txt``
+  (lines ``<image_id> <attribute_id> <is_present> <certainty_id> <time>``; extra fields are
+  ignored), value = ``is_present``; names from ``attributes.txt``, which the official archive puts
+  beside ``CUB_200_2011/`` (also looked for inside it and in ``attributes/``), else
+  ``attribute_<id>``. :func:`read_cub_attributes` can also weigh them by certainty. No file: no
+  attributes. No groups (CUB has no super-categories).
+* `inshop`: group = the clothing category of the image path (``img/WOMEN/Dresses/id_…/…`` ->
+  ``WOMEN/Dresses``); attributes from the official ``Anno/list_attr_items.txt`` (one row per
+  item: 463 labels 1 / -1 / 0 for positive / negative / unknown; we map 1 -> 1 and -1, 0 -> 0)
+  named by ``Anno/list_attr_cloth.txt``, looked for in ``InShop/Anno/`` and ``InShop/``; without
+  them, no attributes.
+* `sop`: group = the super-category (``super_class_id`` of the index files, named by its image
+  folder: ``bicycle_final/`` -> ``bicycle``); no attributes.
+* `cars`: none.
 """
 
 from __future__ import annotations
@@ -39,7 +58,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -136,7 +155,9 @@ SOURCES = {
 class BenchmarkIndex:
     """A benchmark's items without their pixels: absolute image paths (object array), int64
     labels indexing ``class_names``, the official test flag, and optionally float32 (N, 4)
-    boxes (x1, y1, x2, y2, PIL crop convention) and the In-Shop query flag."""
+    boxes (x1, y1, x2, y2, PIL crop convention) and the In-Shop query flag; per-item
+    attributes / groups with their names when the benchmark has them (see the module doc), and
+    `notes` on what was found."""
 
     name: str
     folder: Path
@@ -146,6 +167,11 @@ class BenchmarkIndex:
     class_names: list[str]
     boxes: np.ndarray | None = None
     is_query: np.ndarray | None = None
+    attributes: np.ndarray | None = None
+    groups: np.ndarray | None = None
+    attribute_names: list[str] = field(default_factory=list)
+    group_names: list[str] = field(default_factory=list)
+    notes: dict = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- index files
@@ -221,7 +247,75 @@ def _index_cub(folder: Path) -> BenchmarkIndex:
     boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1).reshape(-1, 4)
     labels, class_names = _labels(class_ids, names)
     paths = np.array([str(folder / "images" / rel) for _, rel in images], dtype=object)
-    return BenchmarkIndex("cub", folder, paths, labels, class_ids > 100, class_names, boxes)
+    attributes, attribute_names, note = read_cub_attributes(folder, ids)
+    return BenchmarkIndex("cub", folder, paths, labels, class_ids > 100, class_names, boxes,
+                          attributes=attributes, attribute_names=attribute_names,
+                          notes={"attributes": note})
+
+
+CUB_ATTRIBUTE_LABELS = "attributes/image_attribute_labels.txt"
+CUB_ATTRIBUTE_NAMES = ("../attributes.txt", "attributes.txt", "attributes/attributes.txt")
+# certainty_id (1 not visible, 2 guessing, 3 probably, 4 definitely) -> weight, for
+# values="certainty" (our choice): value = 0.5 + 0.5 * weight * (+1 present / -1 absent)
+CUB_CERTAINTY_WEIGHT = {1: 0.0, 2: 1 / 3, 3: 2 / 3, 4: 1.0}
+
+
+def read_cub_attributes(folder: Path, image_ids: list[str], values: str = "binary"
+                        ) -> tuple[np.ndarray | None, list[str], str]:
+    """CUB's per-image attributes: (float32 (N, A) in the order of `image_ids`, or None when
+    the file is absent; their names; a note saying what was found). ``values="binary"`` gives
+    ``is_present``; ``"certainty"`` moves it towards 0.5 by the worker's certainty (see
+    CUB_CERTAINTY_WEIGHT). Only the first four fields of a line are read (a few official
+    lines carry extra fields); an image without a line for an attribute gets 0."""
+    if values not in ("binary", "certainty"):
+        raise ValueError(f"values must be 'binary' or 'certainty', got {values!r}")
+    path = folder / CUB_ATTRIBUTE_LABELS
+    if not path.is_file():
+        return None, [], f"no attributes: {path} not found"
+    import pandas as pd  # fast parsing of the 3.7 million lines
+
+    with _parsing("cub", path):  # pandas' ParserError and a non-number are ValueErrors
+        # usecols: the C parser reads the first four fields and ignores any extra ones
+        rows = pd.read_csv(path, sep=r"\s+", header=None, usecols=range(4),
+                           engine="c").to_numpy(dtype=np.float64)
+        if np.isnan(rows).any():
+            line = int(np.flatnonzero(np.isnan(rows).any(axis=1))[0]) + 1
+            raise ValueError(f"row {line} has fewer than 4 fields")
+        image, attribute, present, certainty = rows.astype(np.int64).T
+    n_attributes = int(attribute.max()) if len(attribute) else 0
+    names = [f"attribute_{a}" for a in range(1, n_attributes + 1)]
+    name_note = "names: attribute_<id> (no attributes.txt found)"
+    for rel in CUB_ATTRIBUTE_NAMES:
+        names_path = (folder / rel).resolve()
+        if names_path.is_file():
+            with _parsing("cub", names_path):
+                listed = {int(i): n for i, n in _table("cub", names_path, 2)}
+            names = [listed.get(a, f"attribute_{a}") for a in range(1, n_attributes + 1)]
+            name_note = f"names from {names_path}"
+            break
+    with _parsing("cub", folder / "images.txt"):
+        ids = np.asarray([int(i) for i in image_ids], dtype=np.int64)
+    size = int(max(ids.max(initial=0), image.max(initial=0))) + 1
+    position = np.full(size, -1, dtype=np.int64)  # image id -> row of `image_ids`
+    position[ids] = np.arange(len(ids))
+    keep = (image >= 0) & (attribute >= 1)
+    keep[keep] = position[image[keep]] >= 0
+    rows_of = position[image[keep]]
+    if values == "binary":
+        value = (present[keep] > 0).astype(np.float32)
+    else:
+        table = np.zeros(max(CUB_CERTAINTY_WEIGHT) + 1)  # an unknown certainty weighs 0
+        table[list(CUB_CERTAINTY_WEIGHT)] = list(CUB_CERTAINTY_WEIGHT.values())
+        c = certainty[keep]
+        weight = np.where((c >= 0) & (c < len(table)), table[np.clip(c, 0, len(table) - 1)], 0.0)
+        value = (0.5 + 0.5 * weight * np.where(present[keep] > 0, 1, -1)).astype(np.float32)
+    attributes = np.zeros((len(image_ids), n_attributes), np.float32)
+    attributes[rows_of, attribute[keep] - 1] = value
+    covered = len(np.unique(rows_of))
+    note = (f"{n_attributes} attributes ({values}: is_present"
+            f"{' weighted by certainty' if values == 'certainty' else ''}) from {path} for "
+            f"{covered} of {len(image_ids)} images; {name_note}")
+    return attributes, names, note
 
 
 def _index_cars(folder: Path) -> BenchmarkIndex:
@@ -260,7 +354,16 @@ def _index_sop(folder: Path) -> BenchmarkIndex:
     names = {int(r[1]): f"{r[3].split('/')[0].removesuffix('_final')}/{r[1]}" for r in rows}
     labels, class_names = _labels(class_ids, names)
     paths = np.array([str(folder / r[3]) for r in rows], dtype=object)
-    return BenchmarkIndex("sop", folder, paths, labels, np.array(is_test, dtype=bool), class_names)
+    # coarse group: the super-category (super_class_id), named by its image folder
+    with _parsing("sop", folder / "Ebay_train.txt"):
+        super_ids = np.array([int(r[2]) for r in rows], dtype=np.int64)
+    super_names = {int(r[2]): r[3].split("/")[0].removesuffix("_final") for r in rows}
+    order = sorted(super_names)
+    groups = np.searchsorted(np.asarray(order, dtype=np.int64), super_ids).astype(np.int64)
+    return BenchmarkIndex("sop", folder, paths, labels, np.array(is_test, dtype=bool), class_names,
+                          groups=groups, group_names=[super_names[i] for i in order],
+                          notes={"attributes": "no attributes; groups: the super-category "
+                                               "(super_class_id) of Ebay_train/test.txt"})
 
 
 def _index_inshop(folder: Path) -> BenchmarkIndex:
@@ -281,8 +384,75 @@ def _index_inshop(folder: Path) -> BenchmarkIndex:
         raise DataCorruptError(f"Data for domain 'inshop': {path} puts an item in both the train "
                                f"and the query/gallery part")
     paths = np.array([str(folder / r[0]) for r in rows], dtype=object)
+    with _parsing("inshop", path):
+        categories = [inshop_category(r[0]) for r in rows]
+    group_names = sorted(set(categories))
+    group_index = {c: g for g, c in enumerate(group_names)}
+    groups = np.asarray([group_index[c] for c in categories], dtype=np.int64)
+    attributes, attribute_names, note = read_inshop_attributes(folder, [r[1] for r in rows])
     return BenchmarkIndex("inshop", folder, paths, labels, is_test, class_names,
-                          is_query=status == "query")
+                          is_query=status == "query", attributes=attributes, groups=groups,
+                          attribute_names=attribute_names, group_names=group_names,
+                          notes={"attributes": note + "; groups: the clothing category of the "
+                                                      "image path (e.g. WOMEN/Dresses)"})
+
+
+def inshop_category(image_name: str) -> str:
+    """The clothing category of an In-Shop image: 'img/WOMEN/Dresses/id_00000002/02_1_front.jpg'
+    -> 'WOMEN/Dresses' (the two folders after ``img/``)."""
+    parts = image_name.split("/")
+    if len(parts) < 4:
+        raise ValueError(f"image name {image_name!r} is not img/<gender>/<category>/<item>/<file>")
+    return "/".join(parts[1:3])
+
+
+INSHOP_ATTRIBUTE_FOLDERS = ("Anno", ".")
+
+
+def read_inshop_attributes(folder: Path, item_ids: list[str]
+                           ) -> tuple[np.ndarray | None, list[str], str]:
+    """In-Shop's item attributes for images of items `item_ids` (``id_…``): (float32 (N, A) or
+    None when ``list_attr_items.txt`` is absent; the names from ``list_attr_cloth.txt``, else
+    ``attribute_<k>``; a note saying what was found). Labels 1 -> 1, -1 and 0 (unknown) -> 0;
+    an item without a row gets 0 everywhere."""
+    where = next((folder / sub for sub in INSHOP_ATTRIBUTE_FOLDERS
+                  if (folder / sub / "list_attr_items.txt").is_file()), None)
+    if where is None:
+        return None, [], (f"no attributes: list_attr_items.txt not found in "
+                          f"{folder / 'Anno'} or {folder}")
+    path = where / "list_attr_items.txt"
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataCorruptError(f"Data for domain 'inshop': {path} cannot be read ({exc})") from exc
+    table = {}
+    with _parsing("inshop", path):
+        for line in lines[2:]:  # line 1: number of items; line 2: header
+            fields = line.split()
+            if fields:
+                table[fields[0]] = [int(v) for v in fields[1:]]
+        widths = {len(v) for v in table.values()}
+        if len(widths) > 1:
+            raise ValueError(f"rows have {sorted(widths)} labels, not one count")
+    n_attributes = widths.pop() if widths else 0
+    names = [f"attribute_{k}" for k in range(1, n_attributes + 1)]
+    name_note = "names: attribute_<k> (no list_attr_cloth.txt)"
+    names_path = where / "list_attr_cloth.txt"
+    if names_path.is_file():
+        listed = [line.strip() for line in names_path.read_text().splitlines()[2:] if line.strip()]
+        if len(listed) == n_attributes:
+            names, name_note = listed, f"names from {names_path}"
+        else:
+            name_note = (f"names: attribute_<k> ({names_path} lists {len(listed)} names for "
+                         f"{n_attributes} labels)")
+    per_item = {item: (np.asarray(v) > 0).astype(np.float32) for item, v in table.items()}
+    zeros = np.zeros(n_attributes, np.float32)
+    attributes = np.stack([per_item.get(i, zeros) for i in item_ids]) if item_ids else \
+        np.zeros((0, n_attributes), np.float32)
+    missing = len(set(item_ids) - per_item.keys())
+    note = (f"{n_attributes} attributes from {path} (1 -> 1; -1, 0 -> 0) for "
+            f"{len(set(item_ids)) - missing} of {len(set(item_ids))} items; {name_note}")
+    return attributes, names, note
 
 
 _READERS: dict[str, Callable[[Path], BenchmarkIndex]] = {
@@ -364,12 +534,17 @@ def load_benchmark(name: str, root=None, *, image_size: int = 32, channels: int 
             images = ImageFiles(index.paths[idx], image_size, channels, num_workers, name)
         else:
             images = read_images(index.paths[idx], name, image_size, channels)
-        splits[split] = Split(images, index.labels[idx], boxes, index.paths[idx], is_query)
+        splits[split] = Split(images, index.labels[idx], boxes, index.paths[idx], is_query,
+                              attributes=None if index.attributes is None else index.attributes[idx],
+                              groups=None if index.groups is None else index.groups[idx])
     return Domain(name=name, **splits, class_names=index.class_names,
                   split_rule=source.split_rule, provenance=source.provenance,
                   license=source.license,
                   notes={"protocol": source.protocol, "folder": str(index.folder),
-                         "test_fraction": "ignored: the benchmark's standard split is used"})
+                         "test_fraction": "ignored: the benchmark's standard split is used",
+                         "attributes": "no attributes or groups", **index.notes},
+                  attribute_names=list(index.attribute_names) if index.attributes is not None else [],
+                  group_names=list(index.group_names) if index.groups is not None else [])
 
 
 def _loader(name: str, title: str) -> Callable[..., Domain]:

@@ -26,6 +26,15 @@ time at the resolution its own size needs). SVGs that fail or render blank are s
 counted in ``Domain.notes``. The renders are cached as one ``.npz`` per source and render
 settings in :func:`~ue_lib.data.core.user_cache_dir` (``$UE_CACHE/ue_lib/clipart/``), never in
 the data root, which may be read-only; the loader then resizes them to ``image_size``.
+
+Attributes and groups come from the library's own topic hierarchy, the folder path of a class
+(:func:`topic_hierarchy`): the coarse group (``Domain.group_names``) is the top-level topic
+(``animals/mammals/bears`` -> ``animals``), and the attributes (``Domain.attribute_names``) are
+one-hot over every topic node of the classes' paths, each item having every node on its own
+path set (``animals/mammals/bears`` -> ``animals``, ``animals/mammals``,
+``animals/mammals/bears``). So two drawings of one class share all their path's nodes, two
+mammals share two, a mammal and a bird share ``animals``. Using the folder tree is our choice;
+the nodes are those of the classes present.
 """
 
 from __future__ import annotations
@@ -185,6 +194,27 @@ def category_of(folder: str) -> str | None:
     """The class a folder's drawings belong to (None for folders that are not curated)."""
     folder = MERGED.get(folder, folder)
     return folder if folder in CATEGORIES else None
+
+
+def topic_path(category: str) -> list[str]:
+    """The topic nodes on a class's folder path, top first: 'animals/mammals/bears' ->
+    ['animals', 'animals/mammals', 'animals/mammals/bears']."""
+    parts = category.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def topic_hierarchy(class_names: list[str]) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+    """(attribute_names, group_names, class_attributes, class_groups) of the clip-art classes:
+    the topic nodes of their paths (in order of first appearance, parents first) and the
+    top-level topics; float32 (classes, nodes) with a class's path nodes set, and int64
+    (classes,) top-level topic ids."""
+    nodes = list(dict.fromkeys(n for c in class_names for n in topic_path(c)))
+    tops = list(dict.fromkeys(c.split("/")[0] for c in class_names))
+    attributes = np.zeros((len(class_names), len(nodes)), np.float32)
+    for i, c in enumerate(class_names):
+        attributes[i, [nodes.index(n) for n in topic_path(c)]] = 1
+    groups = np.asarray([tops.index(c.split("/")[0]) for c in class_names], dtype=np.int64)
+    return nodes, tops, attributes, groups
 
 
 def excluded_reason(folder: str) -> str | None:
@@ -555,8 +585,10 @@ def load_clipart(root=None, *, image_size: int = 32, channels: int = 1, seed: in
         "authors": {p: authors[p] for p in paths[keep].tolist()},
         "license_file": LICENSE_FILE,
     }
+    nodes, tops, class_attributes, class_groups = topic_hierarchy(class_names)
     return domain_from_items(
         "clipart", images, labels, class_names, paths=paths[keep].astype(object), seed=seed,
         test_fraction=test_fraction, val_fraction=val_fraction, max_per_class=max_per_class,
         max_classes=max_classes, provenance=f"{PROVENANCE} ({source.path.name})",
-        license=LICENSE, notes=notes)
+        license=LICENSE, notes=notes, attributes=class_attributes[labels],
+        groups=class_groups[labels], attribute_names=nodes, group_names=tops)

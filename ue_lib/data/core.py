@@ -47,6 +47,14 @@ class Split:
       ``~is_query``); None means leave-one-out retrieval inside the split.
     * ``features``: (N, C, h, w) float32 outputs of a frozen pretrained trunk, attached by
       ``ue_lib.features.attach_features``; models that take features embed these.
+    * ``attributes``: float32 (N, A) per-item attributes, values in [0, 1] (1 = present, 0 =
+      absent, or in between for a certainty); column ``a`` is ``Domain.attribute_names[a]``.
+      Ground truth for training an attribute head and for graded metrics: never a model input.
+    * ``groups``: int64 (N,) coarse-group ids, indices into ``Domain.group_names`` (e.g. the
+      Fashion-MNIST group "footwear" of a "Sneaker"), for coarse (granularity) metrics.
+
+    Code that subsets or concatenates splits must carry every per-item field (index them with
+    the same rows as ``labels``); ``dataclasses.replace`` keeps them.
     """
 
     images: np.ndarray
@@ -55,6 +63,8 @@ class Split:
     paths: np.ndarray | None = None
     is_query: np.ndarray | None = None
     features: np.ndarray | None = None
+    attributes: np.ndarray | None = None
+    groups: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8 or self.images.ndim != 4:
@@ -77,6 +87,19 @@ class Split:
             if self.is_query.dtype != bool or self.is_query.shape != (n,):
                 raise ValueError(f"is_query must be a bool array of shape ({n},), got "
                                  f"{self.is_query.dtype} {self.is_query.shape}")
+        if self.attributes is not None:
+            self.attributes = np.asarray(self.attributes, dtype=np.float32)
+            if self.attributes.ndim != 2 or len(self.attributes) != n:
+                raise ValueError(f"attributes must have shape ({n}, A), got "
+                                 f"{self.attributes.shape}")
+            if not np.all((self.attributes >= 0) & (self.attributes <= 1)):  # also rejects NaN
+                raise ValueError("attributes must be numbers in [0, 1]")
+        if self.groups is not None:
+            groups = np.asarray(self.groups)
+            if groups.shape != (n,) or (n and (groups.dtype.kind not in "iu" or groups.min() < 0)):
+                raise ValueError(f"groups must be non-negative integers of shape ({n},), got "
+                                 f"{groups.dtype} {groups.shape}")
+            self.groups = groups.astype(np.int64)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -97,6 +120,11 @@ class Domain:
     `split_rule` says how the splits were made: class-disjoint (test classes never
     seen in training, val classes carved from the training classes) or, for a
     domain with too few classes for that, held-out images of the same classes.
+
+    `attribute_names` names the columns of every split's ``Split.attributes`` and
+    `group_names` the coarse groups that ``Split.groups`` index; both are empty for a domain
+    without attributes or groups (whose splits then have ``attributes`` / ``groups`` None).
+    Each loader's docstring says what its attributes and groups are.
     """
 
     name: str
@@ -108,6 +136,29 @@ class Domain:
     provenance: str
     license: str
     notes: dict = field(default_factory=dict)
+    attribute_names: list[str] = field(default_factory=list)
+    group_names: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.attribute_names, self.group_names = list(self.attribute_names), list(self.group_names)
+        for name, split in self.splits.items():
+            if split.attributes is not None and split.attributes.shape[1] != len(self.attribute_names):
+                raise ValueError(f"{self.name} {name}: {split.attributes.shape[1]} attribute "
+                                 f"columns but {len(self.attribute_names)} attribute_names")
+            if split.groups is not None and len(split.groups) and \
+                    split.groups.max() >= len(self.group_names):
+                raise ValueError(f"{self.name} {name}: group id {split.groups.max()} but only "
+                                 f"{len(self.group_names)} group_names")
+
+    @property
+    def has_attributes(self) -> bool:
+        """Whether the domain declares attributes (its splits then carry ``attributes``)."""
+        return bool(self.attribute_names)
+
+    @property
+    def has_groups(self) -> bool:
+        """Whether the domain declares coarse groups (its splits then carry ``groups``)."""
+        return bool(self.group_names)
 
     @property
     def splits(self) -> dict[str, Split]:
@@ -325,36 +376,51 @@ def carve_val_classes(labels: np.ndarray, val_fraction: float,
 
 def make_split(images: np.ndarray, labels: np.ndarray, idx: np.ndarray, *,
                boxes: np.ndarray | None = None, paths: np.ndarray | None = None,
-               is_query: np.ndarray | None = None) -> Split:
+               is_query: np.ndarray | None = None, attributes: np.ndarray | None = None,
+               groups: np.ndarray | None = None) -> Split:
     """The items `idx` of parallel arrays (the optional ones may be None) as a Split."""
-    pick = [None if a is None else np.asarray(a)[idx] for a in (boxes, paths, is_query)]
-    return Split(np.ascontiguousarray(images[idx]), labels[idx], *pick)
+    def pick(a):
+        return None if a is None else np.asarray(a)[idx]
+
+    return Split(np.ascontiguousarray(images[idx]), labels[idx], pick(boxes),
+                 None if paths is None else np.asarray(paths, dtype=object)[idx], pick(is_query),
+                 attributes=pick(attributes), groups=pick(groups))
 
 
 def domain_from_items(name: str, images: np.ndarray, labels: np.ndarray,
                       class_names: list[str], *, seed: int, test_fraction: float,
                       val_fraction: float, max_per_class: int | None,
                       max_classes: int | None, provenance: str, license: str,
-                      notes: dict | None = None, paths=None) -> Domain:
+                      notes: dict | None = None, paths=None, attributes=None, groups=None,
+                      attribute_names: list[str] | None = None,
+                      group_names: list[str] | None = None) -> Domain:
     """Build a class-disjoint Domain from all of a source's items (the usual case). `paths`
     (optional, one per item) is kept in `Split.paths`, so per-item facts (a file's author, a
-    face's image number) can be looked up after the split."""
+    face's image number) can be looked up after the split. `attributes` ((N, A) in [0, 1]) and
+    `groups` ((N,) ids) are optional per-item arrays carried into `Split.attributes` /
+    `Split.groups` row by row like `paths`; `attribute_names` / `group_names` name them in the
+    Domain. None of them changes which items go where."""
     rng = np.random.default_rng(seed)
     idx = subsample_classes(labels, max_classes, rng)
     idx = idx[subsample_per_class(labels[idx], max_per_class, rng)]
     images, labels = images[idx], labels[idx]
     paths = None if paths is None else np.asarray(paths, dtype=object)[idx]
+    attributes = None if attributes is None else np.asarray(attributes, dtype=np.float32)[idx]
+    groups = None if groups is None else np.asarray(groups)[idx]
     train, val, test = class_disjoint_split(labels, test_fraction, val_fraction, rng)
+    extras = dict(paths=paths, attributes=attributes, groups=groups)
     return Domain(
         name=name,
-        train=make_split(images, labels, train, paths=paths),
-        val=make_split(images, labels, val, paths=paths),
-        test=make_split(images, labels, test, paths=paths),
+        train=make_split(images, labels, train, **extras),
+        val=make_split(images, labels, val, **extras),
+        test=make_split(images, labels, test, **extras),
         class_names=class_names,
         split_rule="class-disjoint: test and val classes are never seen in training",
         provenance=provenance,
         license=license,
         notes=notes or {},
+        attribute_names=list(attribute_names or []),
+        group_names=list(group_names or []),
     )
 
 

@@ -4,6 +4,11 @@ It has only 10 classes; with a 5/5 class split a trained network retrieves the
 unseen classes no better than raw pixels, so — unlike every other domain —
 `fashion` is split by *images*: test is the official t10k set (held-out images
 of all 10 classes) and val is carved from the official training images.
+
+Coarse groups (``Domain.group_names``, :data:`GROUP_NAMES`, our grouping of the 10 classes):
+``tops`` (T-shirt/top, Pullover, Shirt, Coat), ``footwear`` (Sandal, Sneaker, Ankle boot),
+``bag``, ``trouser``, ``dress``. Attributes (``attribute_names`` = the group names): the one-hot
+group; the source has nothing finer than the class.
 """
 
 from __future__ import annotations
@@ -42,6 +47,11 @@ HOW = ("download the four *-ubyte.gz files from github.com/zalandoresearch/fashi
        "(folder data/fashion/) into that folder, or on Debian install dataset-fashion-mnist")
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                "Sneaker", "Bag", "Ankle boot"]
+GROUP_NAMES = ["tops", "footwear", "bag", "trouser", "dress"]
+GROUP_OF_CLASS = {"T-shirt/top": "tops", "Pullover": "tops", "Shirt": "tops", "Coat": "tops",
+                  "Sandal": "footwear", "Sneaker": "footwear", "Ankle boot": "footwear",
+                  "Bag": "bag", "Trouser": "trouser", "Dress": "dress"}
+CLASS_GROUP = np.asarray([GROUP_NAMES.index(GROUP_OF_CLASS[c]) for c in CLASS_NAMES], dtype=np.int64)
 PROVENANCE = "Fashion-MNIST, Xiao, Rasul & Vollgraf (2017), Zalando Research"
 LICENSE = "MIT"
 SPLIT_RULE = ("held-out images of all 10 classes (not class-disjoint: with only 10 classes a "
@@ -109,11 +119,21 @@ def load_fashion(root=None, *, image_size: int = 32, channels: int = 1, seed: in
     test_x = _convert(test_x, image_size, channels)
     return Domain(
         name="fashion",
-        train=Split(train_x[fit], train_y[fit].astype(np.int64)),
-        val=Split(train_x[val], train_y[val].astype(np.int64)),
-        test=Split(test_x, test_y.astype(np.int64)),
+        train=_split(train_x[fit], train_y[fit]),
+        val=_split(train_x[val], train_y[val]),
+        test=_split(test_x, test_y),
         class_names=list(CLASS_NAMES),
         split_rule=SPLIT_RULE,
         provenance=PROVENANCE,
         license=LICENSE,
+        attribute_names=list(GROUP_NAMES),
+        group_names=list(GROUP_NAMES),
     )
+
+
+def _split(images: np.ndarray, labels: np.ndarray) -> Split:
+    """A split with each item's coarse group and one-hot group attributes."""
+    labels = labels.astype(np.int64)
+    groups = CLASS_GROUP[labels]
+    return Split(images, labels, attributes=np.eye(len(GROUP_NAMES), dtype=np.float32)[groups],
+                 groups=groups)

@@ -4,6 +4,11 @@ We use the two small background sets, whose alphabets Greek and Latin appear in
 both zips (identical copies): each alphabet is kept once, which leaves 242
 character classes x 20 drawers. The PNGs are 1-bit black strokes on white; they
 are inverted so that strokes are the bright foreground, as in the other domains.
+
+Coarse groups: the alphabet of a character (class names are ``<alphabet>/<characterNN>``);
+``Domain.group_names`` are the alphabets in the order they are read (the 8 of the two small
+sets, each once). Attributes: the one-hot alphabet (``attribute_names`` = the alphabets), the
+only per-item fact the source has besides the character.
 """
 
 from __future__ import annotations
@@ -84,7 +89,19 @@ def load_omniglot(root=None, *, image_size: int = 32, channels: int = 1, seed: i
     folder = resolve_data_root(root) / SUBDIR
     paths = ensure_files("omniglot", folder, FILES, HOW, download)
     images, labels, class_names = read_omniglot_zips(list(paths.values()), image_size, channels)
+    alphabets, class_group = alphabet_groups(class_names)
+    groups = class_group[labels]
     return domain_from_items("omniglot", images, labels, class_names, seed=seed,
                              test_fraction=test_fraction, val_fraction=val_fraction,
                              max_per_class=max_per_class, max_classes=max_classes,
-                             provenance=PROVENANCE, license=LICENSE)
+                             provenance=PROVENANCE, license=LICENSE,
+                             attributes=np.eye(len(alphabets), dtype=np.float32)[groups],
+                             groups=groups, attribute_names=alphabets, group_names=alphabets)
+
+
+def alphabet_groups(class_names: list[str]) -> tuple[list[str], np.ndarray]:
+    """The alphabets of class names ``<alphabet>/<character>`` (in order of first appearance)
+    and each class's alphabet index (int64, one per class)."""
+    alphabets = list(dict.fromkeys(name.split("/")[0] for name in class_names))
+    index = {a: i for i, a in enumerate(alphabets)}
+    return alphabets, np.asarray([index[n.split("/")[0]] for n in class_names], dtype=np.int64)
