@@ -124,3 +124,16 @@ def write_benchmarks(root, train_classes: int = 8, test_classes: int = 4, per_cl
         header = [str(len(lines)), "image_name item_id evaluation_status"]
         (folder / "list_eval_partition.txt").write_text("\n".join(header + lines) + "\n")
     return root
+
+
+# ----------------------------------------------------------------------------- parallel work
+
+def folder_task(folder, x: int, fail: bool = False) -> tuple:
+    """A task of `RunFolder.map` (module-level: workers import it): what the worker's folder is."""
+    import os
+
+    import torch
+
+    if fail:
+        raise ValueError(f"task {x} failed on purpose")
+    return x * x, folder.notebook, folder.profile.workers, os.getpid(), torch.get_num_threads()

@@ -333,3 +333,26 @@ def test_ablation_table_compares_each_change_with_the_defaults():
     assert table.outcome.tolist()[1:] == ["loss", "tie"]
     assert table.loc["opqn codebook=random", "diff"] == pytest.approx(-0.0967, abs=1e-4)
     assert "opqn codebook=random loses to the defaults (-0.097)" in report.opqn_ablation_sentence(table)
+
+
+def test_post_hoc_indexes_do_not_depend_on_faiss_threads():
+    """OPQ's rotation moves with the thread count unless fitted on FIT_THREADS (the reason:
+    workers of RunFolder.map run on fewer threads than the notebook's own process)."""
+    from ue_lib.quantize import faiss_index
+
+    rng = np.random.default_rng(0)
+    train_x, items = rng.normal(size=(2000, 32)), rng.normal(size=(300, 32))
+    before = faiss.omp_get_max_threads()
+    try:
+        codes = {}
+        for threads in (1, 2):
+            faiss.omp_set_num_threads(threads)
+            for kind in ("pq", "opq"):
+                index = faiss_index(kind, train_x, items, 4, 16, seed=0)
+                assert faiss.omp_get_max_threads() == threads  # restored after fitting
+                codes[kind, threads] = faiss.vector_to_array(faiss.downcast_index(
+                    index.index if kind == "opq" else index).codes)
+    finally:
+        faiss.omp_set_num_threads(before)
+    for kind in ("pq", "opq"):
+        assert np.array_equal(codes[kind, 1], codes[kind, 2]), kind

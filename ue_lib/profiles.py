@@ -120,6 +120,8 @@ class Profile(Validated):
     threads: int = _f(0, "train", "CPU threads while training (0: torch's default); small heads on "
                       "cached features train fastest on 1")
     amp: str = _f("auto", "train", "bfloat16 autocast on CUDA (see ue_lib.device)")
+    workers: int = _f(1, "train", "notebooks 06-07 train and score their independent models in "
+                      "this many processes (1: in the notebook's own); the numbers do not change")
     # ---- distillation (students only)
     distill_methods: str = _f("kl,distance_mse,embedding_mse,rkd_distance,rkd_angle,darkrank",
                               "notebook", "the students notebook 03 trains")
@@ -171,6 +173,8 @@ class Profile(Validated):
                  quantize_dim=self.quantize_dim)
         if self.channels not in (1, 3):
             raise ValueError(f"Profile.channels must be 1 or 3, got {self.channels}")
+        if self.workers < 1:
+            raise ValueError(f"Profile.workers must be >= 1, got {self.workers}")
         if self.k < 2:
             raise ValueError(f"Profile.k must be >= 2 (positives need two images), got {self.k}")
         for name in ("weight_decay", "metric_weight", "num_workers", "head_hidden", "batches_per_domain",
@@ -369,6 +373,7 @@ NAMED: dict[str, dict] = {
                     "glyphs": {"max_classes": 30, "max_per_class": 24}},
         backbone="efficientnet_lite0", weights="imagenet", frozen_bn=True, trainable_stages=0,
         head_hidden=64, embedding_dim=32, p=8, k=4, lr=2e-3, batches_per_domain=4, threads=1,
+        workers=1,  # at toy size two workers' start-up (30 s) costs more than they save
         epochs_specialist=3, epochs_naive=3, epochs_distill=3, eval_every=1, seeds="0,1",
         distill_tuning={"lr": [2e-3, 6e-4]},  # mini's shape: its own lr first (reused), one more
         # two knobs keep CI fast; every knob works: `-p ablation_grid "{'kl.neighbors': [None, 4]}"`
@@ -395,6 +400,7 @@ NAMED: dict[str, dict] = {
         per_domain={"fashion": {"max_per_class": 300}},
         backbone="efficientnet_lite0", weights="imagenet", frozen_bn=True, trainable_stages=0,
         head_hidden=256, embedding_dim=64, lr=2e-3, batches_per_domain=10, threads=1,
+        workers=2,
         epochs_specialist=30, epochs_naive=30, epochs_distill=30, eval_every=1,
         seeds="0,1,2", distill_methods="kl,distance_mse,embedding_mse,rkd_distance,darkrank",
         final_methods="kl,distance_mse", distill_tuning={"lr": [2e-3, 6e-4]},

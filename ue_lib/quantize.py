@@ -49,6 +49,7 @@ through faiss; metrics of a faiss index: :func:`ue_lib.evaluate.index_ranking_me
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -323,6 +324,21 @@ def _quiet_pq(pq: faiss.ProductQuantizer, seed: int) -> None:
 
 
 FIT_VECTORS = 4096  # at most this many vectors (a seeded sample) fit a post-hoc quantizer
+# Quantizers are fitted on one thread: OPQ's rotation depends on faiss's thread count (entries
+# differ by ~6e-7 between 1 and 2 threads, enough to move codes), so that the same seed gives
+# the same index on any machine and in any worker process (`ue_lib.runfolder.RunFolder.map`).
+FIT_THREADS = 1
+
+
+@contextlib.contextmanager
+def fit_threads(n: int = FIT_THREADS):
+    """faiss's OpenMP threads set to `n` inside the block (restored after)."""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 OPQ_ITERATIONS = 20  # alternations of rotation and PQ in OPQ's training (faiss's default: 50)
 
 
@@ -348,28 +364,28 @@ def faiss_index(kind: str, train: np.ndarray, items: np.ndarray, subspaces: int,
     if kind == "opq" and len(train) < dim:  # faiss's OPQMatrix corrupts memory below that
         raise ValueError(f"OPQ needs at least as many training vectors as dimensions: {len(train)} "
                          f"< {dim}; train it on more vectors or use a smaller embedding")
-    faiss.omp_set_num_threads(faiss.omp_get_max_threads())
-    if kind == "ivfpq":
-        coarse = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFPQ(coarse, dim, min(nlist, len(train)), subspaces, nbits,
-                                 faiss.METRIC_INNER_PRODUCT)
-        index.cp.min_points_per_centroid, index.cp.seed = 1, seed
-        _quiet_pq(index.pq, seed)
-        index.nprobe = nprobe
-        index.train(train)  # (faiss's Python wrapper keeps `coarse` alive with the index)
-    else:
-        index = faiss.IndexPQ(dim, subspaces, nbits, faiss.METRIC_INNER_PRODUCT)
-        _quiet_pq(index.pq, seed)
-        if kind == "opq":
-            opq = faiss.OPQMatrix(dim, subspaces)
-            opq.niter = OPQ_ITERATIONS
-            inner_pq = faiss.ProductQuantizer(dim, subspaces, nbits)
-            _quiet_pq(inner_pq, seed)
-            opq.pq = inner_pq
-            opq.train(train)
-            opq.pq = None  # the training PQ is ours, not the matrix's
-            index = faiss.IndexPreTransform(opq, index)
-        index.train(train)
+    with fit_threads():
+        if kind == "ivfpq":
+            coarse = faiss.IndexFlatIP(dim)
+            index = faiss.IndexIVFPQ(coarse, dim, min(nlist, len(train)), subspaces, nbits,
+                                     faiss.METRIC_INNER_PRODUCT)
+            index.cp.min_points_per_centroid, index.cp.seed = 1, seed
+            _quiet_pq(index.pq, seed)
+            index.nprobe = nprobe
+            index.train(train)  # (faiss's Python wrapper keeps `coarse` alive with the index)
+        else:
+            index = faiss.IndexPQ(dim, subspaces, nbits, faiss.METRIC_INNER_PRODUCT)
+            _quiet_pq(index.pq, seed)
+            if kind == "opq":
+                opq = faiss.OPQMatrix(dim, subspaces)
+                opq.niter = OPQ_ITERATIONS
+                inner_pq = faiss.ProductQuantizer(dim, subspaces, nbits)
+                _quiet_pq(inner_pq, seed)
+                opq.pq = inner_pq
+                opq.train(train)
+                opq.pq = None  # the training PQ is ours, not the matrix's
+                index = faiss.IndexPreTransform(opq, index)
+            index.train(train)
     index.add(items)
     return index
 

@@ -28,7 +28,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+import multiprocessing
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,7 +48,7 @@ from .models import build_trunk, split_stage, trunk_key
 from .objectives import OPQN, Distillation, NaiveFusion, Objective, Specialist, specialist_objective
 from .profiles import Profile
 from .spec import RunSpec
-from .train import TrainJob, TrainResult, train
+from .train import ModelStore, TrainJob, TrainResult, train
 
 VAL_SCORE = "val_recall@1"  # the column of a tuning table that selects (TrainJob's selection metric)
 
@@ -97,6 +100,7 @@ class RunFolder:
     _models: dict[tuple, TrainResult] = field(default_factory=dict, repr=False)
     _tunings: dict[tuple, Tuning] = field(default_factory=dict, repr=False)
     _stores: dict[str, FeatureStore] = field(default_factory=dict, repr=False)
+    _planning: bool = field(default=False, repr=False)  # `missing`: find models, train none
 
     @classmethod
     def open(cls, notebook: str, spec: RunSpec, progress: bool = True) -> RunFolder:
@@ -162,6 +166,8 @@ class RunFolder:
         key = (objective.folder, name, job.fingerprint)
         if key not in self._models:
             folder = self.models_root / objective.folder / f"{name}-{job.fingerprint[:10]}"
+            if self._planning and ModelStore(folder, job.fingerprint).finished() is None:
+                raise MissingModel(folder)
             result = train(job, out_dir=folder, progress=self.progress)
             if self.progress:
                 print(model_line(f"{objective.folder} {name}", result, objective.epochs))
@@ -181,9 +187,15 @@ class RunFolder:
     def specialists(self, seed: int | None = None, profile: Profile | None = None
                     ) -> dict[str, TrainResult]:
         """One model per domain (the teachers)."""
+        p = profile or self.profile
+        return {name: self.specialist(name, seed, p) for name in self.domains(seed, p)}
+
+    def specialist(self, domain: str, seed: int | None = None, profile: Profile | None = None
+                   ) -> TrainResult:
+        """`domain`'s own model (its teacher)."""
         p, seed = profile or self.profile, self.seed if seed is None else seed
-        return {name: self.train(Specialist(p), {name: d}, seed, f"{slug(name)}-seed{seed}")
-                for name, d in self.domains(seed, p).items()}
+        d = self.domains(seed, p)[domain]
+        return self.train(Specialist(p), {domain: d}, seed, f"{slug(domain)}-seed{seed}")
 
     def naive(self, seed: int | None = None, profile: Profile | None = None) -> TrainResult:
         """One model on the union of all domains (naive fusion)."""
@@ -326,6 +338,55 @@ class RunFolder:
         return {"naive": _split_mean(self.naive(seed, profile), "test", metric),
                 "specialist": float(np.mean([_split_mean(r, "test", metric) for r in specialists]))}
 
+    # ---- parallel work
+    def missing(self, function: Callable, items: Sequence[tuple]) -> list[tuple]:
+        """The items whose ``function(self, *args)`` needs a model that is not in the folder yet
+        (each is run with training switched off: the models it finds are loaded, the first
+        missing one stops it). For `map`: a pool is started only for work left to do."""
+        out = []
+        for args in items:
+            self._planning = True
+            try:
+                function(self, *args)
+            except MissingModel:
+                out.append(args)
+            finally:
+                self._planning = False
+        return out
+
+    def map(self, function: Callable, items: Sequence[tuple], what: str = "tasks") -> list:
+        """``[function(self, *args) for args in items]``, in `workers` processes when the
+        profile has more than one, else here. Each worker opens this run folder (same spec and
+        notebook, no progress lines): models it trains land in the folder and are found there
+        afterwards, so `items` must not share a model that is still missing (train shared
+        models first: a student's teachers, its tuning). `function` is a module-level
+        function (it is pickled); its results come back in the order of `items`, and a worker's
+        error is raised here, after the tasks still queued are cancelled. Trunk features are
+        computed here first, so that workers only read them. Workers keep this machine's thread
+        settings (training runs on the profile's `threads` everywhere): an op on fewer threads
+        may round differently (faiss's OPQ does), and the numbers must not depend on `workers`."""
+        items = list(items)
+        n = min(self.profile.workers, len(items))
+        if n <= 1:
+            return [function(self, *args) for args in items]
+        settings = ModelSettings.part_of(self.profile)
+        if split_stage(settings) is not None and settings.cache_features:
+            self.domains()  # trunk features cached before the workers look for them
+        start = time.perf_counter()
+        pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_start_worker,
+                                   initargs=(self.spec.to_parameters(), self.notebook))
+        try:
+            futures = [pool.submit(_in_worker, function, args) for args in items]
+            results = [f.result() for f in futures]
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown()
+        if self.progress:
+            print(f"{len(items)} {what} in {n} processes: {time.perf_counter() - start:.0f} s")
+        return results
+
     # ---- measurements
     def record(self, model: str, method: str, result: TrainResult, seed: int | None = None,
                merged: bool = False, curves: bool = False, keep: bool = True,
@@ -371,6 +432,24 @@ class RunFolder:
 
     def savefig(self, fig, name: str) -> Path:
         return save_figure(fig, self.out_dir / "figures" / self.notebook / f"{name}.png")
+
+
+class MissingModel(Exception):
+    """Raised by `RunFolder.train` while `RunFolder.missing` plans: this model is not trained."""
+
+
+_WORKER: dict = {}  # the run folder of a worker process of `RunFolder.map`
+
+
+def _start_worker(parameters: dict, notebook: str) -> None:
+    spec = RunSpec.from_parameters(parameters)
+    torch.manual_seed(spec.seed)
+    np.random.seed(spec.seed)
+    _WORKER["folder"] = RunFolder(spec, notebook, progress=False)
+
+
+def _in_worker(function: Callable, args: tuple):
+    return function(_WORKER["folder"], *args)
 
 
 def model_line(name: str, result: TrainResult, epochs: int) -> str:
@@ -510,9 +589,18 @@ def compressed_retrieval(folder: RunFolder) -> pd.DataFrame:
     code shape (`quantize_codes`) and seed (`quantize_seeds`, offset by the run's seed)."""
     p = folder.profile
     seeds = p.seed_list("quantize_seeds", offset=folder.seed)
-    return pd.concat([compressed_rows(folder, d, proto, s, shape)
-                      for d, proto in p.quantize_experiment_list()
-                      for shape in p.code_shapes() for s in seeds], ignore_index=True)
+    experiments = p.quantize_experiment_list()
+    if ("universal", "") in experiments:  # the students every code shape shares: made first
+        if p.distill_tuning:
+            folder.tuning("kl")  # shared by every seed's student
+        folder.map(_kl_student, folder.missing(_kl_student, [(s,) for s in seeds]), "students")
+    items = [(d, proto, s, shape) for d, proto in experiments for shape in p.code_shapes()
+             for s in seeds]
+    return pd.concat(folder.map(compressed_rows, items, "OPQN models"), ignore_index=True)
+
+
+def _kl_student(folder: RunFolder, seed: int) -> None:
+    folder.student("kl", seed)
 
 
 def opqn_ablation(folder: RunFolder, shape: tuple[int, int] | None = None) -> pd.DataFrame:
@@ -529,12 +617,11 @@ def opqn_ablation(folder: RunFolder, shape: tuple[int, int] | None = None) -> pd
     seeds = p.seed_list("quantize_seeds", offset=folder.seed)
     points = [("opqn", {})] + [(f"opqn {knob.partition('.')[2] or knob}={setting_label(v)}", {knob: v})
                                for knob, values in p.quantize_ablation.items() for v in values[1:]]
-    parts = []
-    for model, overrides in points:
-        for s in seeds:
-            rows = compressed_rows(folder, domain, protocol, s, shape, overrides, kinds=())
-            parts.append(rows[rows.model == "opqn"].assign(model=model))
-    return pd.concat(parts, ignore_index=True)
+    items = [(domain, protocol, s, shape, overrides, ()) for _, overrides in points for s in seeds]
+    parts = folder.map(compressed_rows, items, "OPQN models")
+    models = [model for model, _ in points for _ in seeds]
+    return pd.concat([rows[rows.model == "opqn"].assign(model=model)
+                      for rows, model in zip(parts, models)], ignore_index=True)
 
 
 PARTS = ("specialists", "naive", "students")
@@ -621,21 +708,23 @@ def split_granular_metrics(model, split, ks: Sequence[int]) -> dict[str, float]:
     return granular_metrics(x, split.labels, split.groups, split.attributes, split.is_query, ks)
 
 
+def _ladder_rows(folder: RunFolder, rung: str, domain: str, seed: int) -> list[dict]:
+    result = folder.rung_specialist(rung, domain, seed)
+    metrics = split_granular_metrics(result.model, folder.domains(seed)[domain].test,
+                                     folder.profile.sgml_k_list())
+    return _rows(folder, rung, "specialist", domain, seed, result.best_epoch, metrics)
+
+
 def granularity_ladder(folder: RunFolder) -> pd.DataFrame:
     """Notebook 07's ladder: every rung of `sgml_ladder` as specialists on every attribute-bearing
     domain, every seed of `sgml_seeds` (offset by the run's seed); their test Recall@K, MAP@R,
-    coarse Recall@K and nDCG@K (`granular_metrics`, Ks `sgml_ks`). Rows: model = rung, method
-    "specialist"."""
+    coarse Recall@K and nDCG@K (`granular_metrics`, Ks `sgml_ks`), trained and scored in the
+    profile's `workers` processes (`RunFolder.map`). Rows: model = rung, method "specialist"."""
     p = folder.profile
-    rows = []
-    for s in p.seed_list("sgml_seeds", offset=folder.seed):
-        for rung in p.sgml_ladder:
-            for name in folder.attribute_domains(s):
-                result = folder.rung_specialist(rung, name, s)
-                metrics = split_granular_metrics(result.model, folder.domains(s)[name].test,
-                                                 p.sgml_k_list())
-                rows += _rows(folder, rung, "specialist", name, s, result.best_epoch, metrics)
-    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    items = [(rung, name, s) for s in p.seed_list("sgml_seeds", offset=folder.seed)
+             for rung in p.sgml_ladder for name in folder.attribute_domains(s)]
+    parts = folder.map(_ladder_rows, items, "specialists")
+    return pd.DataFrame([r for part in parts for r in part], columns=RESULT_COLUMNS)
 
 
 def graded_rungs(profile: Profile) -> list[str]:
@@ -677,6 +766,35 @@ def teacher_rungs(folder: RunFolder) -> list[str]:
     return [teacher_choice(folder)[0] if r == "auto" else r for r in rungs]
 
 
+def _teacher(folder: RunFolder, rung: str | None, domain: str, seed: int) -> None:
+    if rung is None:
+        folder.specialist(domain, seed)
+    else:
+        folder.rung_specialist(rung, domain, seed)
+
+
+def _student_rows(folder: RunFolder, rung: str | None, seed: int) -> list[dict]:
+    from .evaluate import combined_labels, embed, model_inputs
+
+    p, domains = folder.profile, folder.domains(seed)
+    if rung is None:
+        model, result = STUDENT_OF_SPECIALISTS, folder.student("kl", seed)
+    else:
+        model, result = f"kl ← {rung}", folder.rung_student(rung, seed)
+    xs = {n: embed(result.model, model_inputs(result.model, d.test)) for n, d in domains.items()}
+    rows = []
+    for n, d in domains.items():
+        metrics = granular_metrics(xs[n], d.test.labels, d.test.groups, d.test.attributes,
+                                   d.test.is_query, p.sgml_k_list())
+        rows += _rows(folder, model, "student", n, seed, result.best_epoch, metrics)
+    labels = combined_labels({n: d.test.labels for n, d in domains.items()})[0]
+    groups = combined_labels({n: d.test.labels if d.test.groups is None else d.test.groups
+                              for n, d in domains.items()})[0]
+    metrics = granular_metrics(np.concatenate(list(xs.values())), labels, groups,
+                               ks=p.sgml_k_list())
+    return rows + _rows(folder, model, "student", "merged", seed, result.best_epoch, metrics)
+
+
 def granularity_students(folder: RunFolder) -> pd.DataFrame:
     """Notebook 07's link to the main story: the kl student of the project's specialists
     (`RunFolder.student`, model "kl ← specialists") and the kl student of each rung of
@@ -684,28 +802,17 @@ def granularity_students(folder: RunFolder) -> pd.DataFrame:
     `granular_metrics` per domain and on the merged index of all domains (labels and coarse
     groups made distinct per domain; a domain without groups counts its classes as its groups;
     attributes differ between domains, so the merged nDCG grades by class and group only).
-    Rows: method "student"."""
-    from .evaluate import combined_labels, embed, model_inputs
-
+    The models the students share are made first (the kl tuning here, the teachers in
+    `workers` processes), then the students in `workers` processes. Rows: method "student"."""
     p = folder.profile
-    rows, rungs = [], teacher_rungs(folder)
-    for s in p.seed_list("sgml_seeds", offset=folder.seed):
-        domains = folder.domains(s)
-        students = [(STUDENT_OF_SPECIALISTS, folder.student("kl", s))]
-        students += [(f"kl ← {rung}", folder.rung_student(rung, s)) for rung in rungs]
-        for model, result in students:
-            xs = {n: embed(result.model, model_inputs(result.model, d.test)) for n, d in domains.items()}
-            for n, d in domains.items():
-                metrics = granular_metrics(xs[n], d.test.labels, d.test.groups, d.test.attributes,
-                                           d.test.is_query, p.sgml_k_list())
-                rows += _rows(folder, model, "student", n, s, result.best_epoch, metrics)
-            labels = combined_labels({n: d.test.labels for n, d in domains.items()})[0]
-            groups = combined_labels({n: d.test.labels if d.test.groups is None else d.test.groups
-                                      for n, d in domains.items()})[0]
-            metrics = granular_metrics(np.concatenate(list(xs.values())), labels, groups,
-                                       ks=p.sgml_k_list())
-            rows += _rows(folder, model, "student", "merged", s, result.best_epoch, metrics)
-    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    seeds, rungs = p.seed_list("sgml_seeds", offset=folder.seed), teacher_rungs(folder)
+    if p.distill_tuning:
+        folder.tuning("kl")
+    teachers = [(None, n, s) for s in seeds for n in folder.domains(s)]
+    teachers += [(r, n, s) for s in seeds for r in rungs for n in folder.attribute_domains(s)]
+    folder.map(_teacher, folder.missing(_teacher, teachers), "teachers")
+    parts = folder.map(_student_rows, [(r, s) for s in seeds for r in [None, *rungs]], "students")
+    return pd.DataFrame([r for part in parts for r in part], columns=RESULT_COLUMNS)
 
 
 STUDENT_OF_SPECIALISTS = "kl ← specialists"
