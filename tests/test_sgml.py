@@ -267,3 +267,13 @@ def test_granular_metrics_combine_both_evaluators():
     qg = granular_metrics(x, y, g, None, q, (1,))
     assert qg["ndcg@1"] == graded_metrics(x[q], y[q], query_groups=g[q], gallery=x[~q],
                                            gallery_labels=y[~q], gallery_groups=g[~q], ks=(1,))["ndcg@1"]
+
+
+@pytest.mark.usefixtures("data_root")
+def test_a_run_without_attribute_domains_is_refused_by_name(tmp_path):
+    from ue_lib.runfolder import RunFolder
+    from ue_lib.spec import RunSpec
+
+    spec = RunSpec(profile="smoke", out_dir=str(tmp_path), domains="orl")
+    with pytest.raises(ValueError, match=r"none of the domains \['orl'\] has attributes"):
+        RunFolder(spec, "07_semantic_granularity", progress=False).attribute_domains()

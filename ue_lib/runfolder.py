@@ -254,8 +254,14 @@ class RunFolder:
 
     def attribute_domains(self, seed: int | None = None) -> list[str]:
         """The profile's domains that carry attributes (`Domain.attribute_names`): notebook 07's
-        ladder trains on these."""
-        return [n for n, d in self.domains(seed).items() if d.has_attributes]
+        ladder trains on these; ValueError naming the domains when none does."""
+        domains = self.domains(seed)
+        names = [n for n, d in domains.items() if d.has_attributes]
+        if not names:
+            raise ValueError(f"none of the domains {list(domains)} has attributes; notebook 07 "
+                             f"needs at least one (glyphs, omniglot, fashion, clipart, or cub / "
+                             f"inshop with their attribute files): add one with --domains")
+        return names
 
     def rung_specialist(self, rung: str, domain: str, seed: int | None = None) -> TrainResult:
         """`domain`'s specialist of ladder rung `rung` at `seed` (a rung without settings is the
