@@ -1369,14 +1369,17 @@ def _win_counts(rows: pd.DataFrame, a: str, b: str, metrics: Sequence[str], rule
     return wins, parts
 
 
+def _favoured_of(wins: dict[str, int], a: str, b: str, rules: Rules) -> str:
+    m = rules.favour_margin
+    return a if wins[a] - wins[b] >= m else b if wins[b] - wins[a] >= m else "neither"
+
+
 def favoured(rows: pd.DataFrame, a: str, b: str, metrics: Sequence[str],
              rules: Rules = Rules()) -> str:
     """Which of two models the numbers favour: the one that wins at least `rules.favour_margin`
     more (domain, metric) comparisons (each by the rule of `compare`) than the other, else
     "neither"."""
-    wins, _ = _win_counts(rows, a, b, metrics, rules)
-    m = rules.favour_margin
-    return a if wins[a] - wins[b] >= m else b if wins[b] - wins[a] >= m else "neither"
+    return _favoured_of(_win_counts(rows, a, b, metrics, rules)[0], a, b, rules)
 
 
 def favoured_sentence(rows: pd.DataFrame, a: str, b: str, metrics: Sequence[str],
@@ -1384,7 +1387,7 @@ def favoured_sentence(rows: pd.DataFrame, a: str, b: str, metrics: Sequence[str]
     """One Markdown sentence: which of `a` and `b` the numbers favour (`favoured`), with the
     per-metric wins behind it."""
     wins, parts = _win_counts(rows, a, b, metrics, rules)
-    choice = favoured(rows, a, b, metrics, rules)
+    choice = _favoured_of(wins, a, b, rules)
     return (f"{a} against {b}, domains won by each ({', '.join(parts)}; {wins[a]} against "
             f"{wins[b]} in all): the numbers favour **{choice}** (rule: {rules.favour_margin} or "
             f"more wins than the other).")

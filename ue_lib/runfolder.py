@@ -141,7 +141,7 @@ class RunFolder:
         (`ue_lib.features`: computed once per image and run folder, kept in `features/`)."""
         p, seed = profile or self.profile, self.seed if seed is None else seed
         settings = ModelSettings.part_of(p)
-        cached = split_stage(settings) is not None and settings.cache_features
+        cached = caches_features(p)
         trunk = trunk_key(settings, p.image_size) if cached else None
         key = (seed, json.dumps(p.group("data"), sort_keys=True, default=str), trunk)
         if key not in self._domains:
@@ -375,8 +375,7 @@ class RunFolder:
         n = min(self.profile.workers, len(items))
         if n <= 1:
             return [function(self, *args) for args in items]
-        settings = ModelSettings.part_of(self.profile)
-        if split_stage(settings) is not None and settings.cache_features:
+        if caches_features(self.profile):
             self.domains()  # trunk features cached before the workers look for them
         start = time.perf_counter()
         pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"),
@@ -438,6 +437,12 @@ class RunFolder:
 
     def savefig(self, fig, name: str) -> Path:
         return save_figure(fig, self.out_dir / "figures" / self.notebook / f"{name}.png")
+
+
+def caches_features(profile: Profile) -> bool:
+    """Whether `profile` trains on cached outputs of a frozen trunk (`ue_lib.features`)."""
+    settings = ModelSettings.part_of(profile)
+    return split_stage(settings) is not None and settings.cache_features
 
 
 class MissingModel(Exception):
@@ -766,10 +771,13 @@ def teacher_choice(folder: RunFolder) -> tuple[str, pd.DataFrame]:
     return best, table
 
 
-def teacher_rungs(folder: RunFolder) -> list[str]:
-    """`sgml_teachers` with ``auto`` resolved by `teacher_choice`."""
+def teacher_rungs(folder: RunFolder, chosen: str | None = None) -> list[str]:
+    """`sgml_teachers` with ``auto`` resolved to `chosen` (`teacher_choice`'s rung; computed
+    when not given)."""
     rungs = folder.profile.methods("sgml_teachers")
-    return [teacher_choice(folder)[0] if r == "auto" else r for r in rungs]
+    if "auto" in rungs and chosen is None:
+        chosen = teacher_choice(folder)[0]
+    return [chosen if r == "auto" else r for r in rungs]
 
 
 def _teacher(folder: RunFolder, rung: str | None, domain: str, seed: int) -> None:
@@ -801,7 +809,7 @@ def _student_rows(folder: RunFolder, rung: str | None, seed: int) -> list[dict]:
     return rows + _rows(folder, model, "student", "merged", seed, result.best_epoch, metrics)
 
 
-def granularity_students(folder: RunFolder) -> pd.DataFrame:
+def granularity_students(folder: RunFolder, chosen: str | None = None) -> pd.DataFrame:
     """Notebook 07's link to the main story: the kl student of the project's specialists
     (`RunFolder.student`, model "kl ← specialists") and the kl student of each rung of
     `teacher_rungs` (`RunFolder.rung_student`, model "kl ← <rung>"), every seed of `sgml_seeds`:
@@ -809,9 +817,10 @@ def granularity_students(folder: RunFolder) -> pd.DataFrame:
     groups made distinct per domain; a domain without groups counts its classes as its groups;
     attributes differ between domains, so the merged nDCG grades by class and group only).
     The models the students share are made first (the kl tuning here, the teachers in
-    `workers` processes), then the students in `workers` processes. Rows: method "student"."""
+    `workers` processes), then the students in `workers` processes. `chosen`: the graded rung
+    `teacher_choice` chose, if the caller has it. Rows: method "student"."""
     p = folder.profile
-    seeds, rungs = p.seed_list("sgml_seeds", offset=folder.seed), teacher_rungs(folder)
+    seeds, rungs = p.seed_list("sgml_seeds", offset=folder.seed), teacher_rungs(folder, chosen)
     if p.distill_tuning:
         folder.tuning("kl")
     teachers = [(None, n, s) for s in seeds for n in folder.domains(s)]

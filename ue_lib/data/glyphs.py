@@ -125,10 +125,15 @@ def render_char(char: str, font_path: Path, angle: float = 0.0, scale: float = 1
     return img
 
 
-def render_glyph_items(image_size: int = 32, channels: int = 1, jitters: int = 3,
-                       min_fonts: int = 4, fonts: list[Path] | None = None
-                       ) -> tuple[np.ndarray, np.ndarray, list[str], dict, list[str]]:
-    """:func:`render_glyphs` plus each image's source ``<font file>/<character>/<jitter>``."""
+def render_glyphs(image_size: int = 32, channels: int = 1, jitters: int = 3,
+                  min_fonts: int = 4, fonts: list[Path] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, list[str], dict, list[str]]:
+    """All (character, font, jitter) images: images, labels, class names, the fonts of each
+    class and each image's source ``<font file>/<character>/<jitter>``. The first jitter of
+    each pair is the plain rendering; the others draw angle in ±10°, scale in [0.8, 1.0],
+    shift in ±3 px from a generator seeded by the (character, font) pair, so the images never
+    depend on the split seed. Characters available in fewer than `min_fonts` fonts are
+    dropped."""
     fonts = fonts if fonts is not None else text_fonts()
     images, labels, class_names, fonts_per_class, sources = [], [], [], {}, []
     for char in CHARACTERS:
@@ -157,16 +162,6 @@ def render_glyph_items(image_size: int = 32, channels: int = 1, jitters: int = 3
         class_names.append(char)
     return (np.stack(images), np.asarray(labels, dtype=np.int64), class_names, fonts_per_class,
             sources)
-
-
-def render_glyphs(image_size: int = 32, channels: int = 1, jitters: int = 3,
-                  min_fonts: int = 4, fonts: list[Path] | None = None
-                  ) -> tuple[np.ndarray, np.ndarray, list[str], dict]:
-    """All (character, font, jitter) images. The first jitter of each pair is the plain
-    rendering; the others draw angle in ±10°, scale in [0.8, 1.0], shift in ±3 px from a
-    generator seeded by the (character, font) pair, so the images never depend on the
-    split seed. Characters available in fewer than `min_fonts` fonts are dropped."""
-    return render_glyph_items(image_size, channels, jitters, min_fonts, fonts)[:4]
 
 
 # ----------------------------------------------------------------------------- attributes
@@ -236,7 +231,7 @@ def load_glyphs(root=None, *, image_size: int = 32, channels: int = 1, seed: int
     """`root` and `download` are accepted for a uniform interface: glyphs need no files.
     Attributes and groups: see the module doc."""
     check_image_args(image_size, channels)
-    images, labels, class_names, fonts, sources = render_glyph_items(image_size, channels, jitters)
+    images, labels, class_names, fonts, sources = render_glyphs(image_size, channels, jitters)
     attributes, groups = glyph_attributes(sources)
     used = sorted({f for v in fonts.values() for f in v})
     notes = {"fonts_per_class": fonts,
