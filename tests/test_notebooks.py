@@ -102,7 +102,9 @@ def test_smoke_run_outputs(smoke_run):
     final = results[~results.metric.str.endswith("_curve")]
     compressed = final[final.notebook == "06_compressed_retrieval"]  # its indexes, bits, bytes
     granular = final[final.notebook == "07_semantic_granularity"]  # its rungs and students
-    final = final[~final.notebook.isin(["06_compressed_retrieval", "07_semantic_granularity"])]
+    objects = final[final.notebook == "08_object_embeddings"]  # its conditions and tasks
+    final = final[~final.notebook.isin(["06_compressed_retrieval", "07_semantic_granularity",
+                                        "08_object_embeddings"])]
     assert set(final.model) == {"specialist", "naive", "distill"}
     assert {"omniglot", "fashion", "glyphs", "orl", "merged"} <= set(final.domain)
     assert final.value.between(0, 1).all()
@@ -119,6 +121,18 @@ def test_smoke_run_outputs(smoke_run):
     assert set(granular[granular.method == "specialist"].domain) == {"omniglot", "fashion", "glyphs"}
     assert {"orl", "merged"} <= set(granular[granular.method == "student"].domain)
     assert granular.value.between(0, 1).all()
+    assert set(objects.model) == {"objects", "spliced", "detector", "cost"}
+    conditions = {"global", "roi_oracle", "roi_detected", "teacher_crop", "student_embedding_mse",
+                  "student_kl", "detector_features", "trunk_features"}
+    for task in ("objects", "spliced"):
+        assert set(objects[objects.model == task].method) == conditions
+    assert set(objects[objects.model == "objects"].domain) == {"fashion", "glyphs", "omniglot"}
+    assert {"recall@1", "recall@5", "map@r"} <= set(objects[objects.model == "objects"].metric)
+    assert {"donor_recall@1", "host_recall@5"} <= set(objects[objects.model == "spliced"].metric)
+    assert set(objects.seed) == {0, 1}
+    scored = objects[objects.model != "cost"]
+    assert scored[scored.metric != "detections_per_scene"].value.between(0, 1).all()
+    assert (objects[objects.model == "cost"].value > 0).all()
     info = json.loads((smoke_run / "run.json").read_text())
     assert info["profile"] == "smoke" and set(info["seconds"]) == {b.stem for b in NOTEBOOKS}
     assert "torch" in info["versions"] and info["versions"]["cpu"]

@@ -63,10 +63,15 @@ def test_torchrun_trains_every_mode_on_two_processes_and_writes_once(tmp_path, m
 
 @pytest.mark.slow
 def test_ue_run_paper_profile_end_to_end_on_fixtures(tmp_path):
+    from torchvision.models.detection import fasterrcnn_resnet50_fpn_v2
+
     root = write_benchmarks(tmp_path / "data")
     out = tmp_path / "paper"
+    coco = tmp_path / "coco.pth"  # notebook 08's detector, offline: a local weights file
+    torch.save(fasterrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None).state_dict(), coco)
     r = ue("run", "--profile", "paper", "--out", out,
-           *_p({**SHRINK, "seeds": "0,1", "ablation_grid": "{'kl.temperature': [0.1]}"}),
+           *_p({**SHRINK, "seeds": "0,1", "ablation_grid": "{'kl.temperature': [0.1]}",
+                "objects_coco_weights": coco, "objects_coco_size": 64}),
            env={"UE_DATA": str(root)}, timeout=3000)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     results = pd.read_csv(out / "results.csv")
@@ -74,5 +79,7 @@ def test_ue_run_paper_profile_end_to_end_on_fixtures(tmp_path):
     for model in ("specialist", "naive", "distill"):
         assert set(test[test.model == model].domain) >= {"cub", "cars", "sop", "inshop"}, model
     assert set(test[test.model == "distill"].method) >= {"kl", "distance_mse", "embedding_mse"}
-    for book in ("01", "02", "03", "04", "05"):
+    for book in ("01", "02", "03", "04", "05", "08"):
         assert list((out / "notebooks").glob(f"{book}_*.html")), book
+    views = results[results.model == "box_views"]
+    assert set(views.domain) == {"cub", "cars"} and "specialist:detected_crop" in set(views.method)

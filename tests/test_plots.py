@@ -16,7 +16,7 @@ import torch  # noqa: E402
 from matplotlib.colors import to_hex  # noqa: E402
 from matplotlib.patches import FancyBboxPatch  # noqa: E402
 
-from ue_lib import plots  # noqa: E402
+from ue_lib import plots, report  # noqa: E402
 from ue_lib.data import LOADERS, Domain, Split  # noqa: E402
 from ue_lib.examples import kl_worked_example  # noqa: E402
 from ue_lib.io import RESULT_COLUMNS  # noqa: E402
@@ -72,7 +72,11 @@ def test_palette_covers_every_model_label_with_fixed_hex_colours():
     indexes = {"float", "pq", "opq", "opqn", "kl float", "kl pq", "kl opq"}  # notebook 06
     rungs = set(Profile().sgml_ladder)  # notebook 07: the ladder and the students of its teachers
     students = {"kl ← specialists"} | {f"kl ← {r}" for r in rungs - {"ms"}}
-    assert set(plots.PALETTE) == expected | indexes | rungs | students
+    guided = {f"student_{m}" for m in DISTILLATION_LOSSES}  # notebook 08, any guide
+    conditions = set(report.CONDITIONS) | guided
+    assert set(plots.PALETTE) == expected | indexes | rungs | students | conditions
+    named = [plots.PALETTE[k] for k in report.CONDITIONS]  # drawn together in notebook 08
+    assert len(set(named)) == len(named)
     assert all(len(c) == 7 and c.startswith("#") for c in plots.PALETTE.values())
     assert plots.PALETTE["teacher"] == plots.PALETTE["specialist"]
     others = [c for k, c in plots.PALETTE.items() if k in expected and k != "teacher"]
@@ -315,3 +319,27 @@ def test_codebook_figure_shows_orthonormal_codebooks():
     np.testing.assert_allclose(gram, np.eye(4), atol=1e-5)
     assert fig.axes[0].get_title() == "C_1 (8 x 4)"
     plt.close("all")
+
+
+def test_object_figures():
+    images = np.zeros((3, 3, 32, 32), np.uint8)
+    boxes = [np.array([[1, 1, 10, 10]]), np.array([[0, 0, 5, 5], [6, 6, 20, 20]]), np.zeros((0, 4))]
+    fig = plots.scenes_figure(images, boxes, [np.array([[2, 2, 9, 9]]), np.zeros((0, 4)),
+                                               np.zeros((0, 4))], columns=2)
+    rects = [len(ax.patches) for ax in fig.axes]
+    assert rects == [2, 2, 0, 0]  # truth and detection boxes per scene; the spare axis is off
+    plt.close(fig)
+    crop = np.zeros((3, 8, 8), np.uint8)
+    example = {"queries": [crop], "domains": ["glyphs"],
+               "conditions": {"global": {"images": [[crop, crop]], "correct": [[True, False]]},
+                              "student_kl": {"images": [[crop]], "correct": [[False]]}}}
+    fig = plots.object_gallery(example)
+    assert len(fig.axes) == 2 * 3
+    borders = [ax.spines["top"].get_edgecolor() for ax in fig.axes[1:3]]
+    assert matplotlib.colors.to_hex(borders[0]) == plots.HIT.lower()
+    plt.close(fig)
+    points = pd.DataFrame({"method": ["teacher_crop", "student_kl"], "ms": [30.0, 16.0],
+                           "ms_std": [1.0, 0.5], "value": [0.27, 0.21], "value_std": [0.01, 0.02]})
+    fig = plots.tradeoff_plot(points)
+    assert [t.get_text() for t in fig.axes[0].texts] == ["teacher_crop", "student_kl"]
+    plt.close(fig)

@@ -10,7 +10,7 @@ from PIL import Image
 
 from ue_lib.data import Domain, Split, load_domains
 from ue_lib.data import scenes as scenes_module
-from ue_lib.data.scenes import SceneSet, iou, load_scenes, make_scenes
+from ue_lib.data.scenes import SceneSet, foreground_mask, iou, load_scenes, make_scenes
 
 SMALL = dict(canvas=64, scale=(16, 32), objects=(1, 3))
 
@@ -99,9 +99,12 @@ def test_shapes_and_table(scenes, domains):
         scenes["test"].objects_of(25)
 
 
-def test_boxes_inside_canvas_sides_in_scale_and_paste_exact(scenes, domains):
+@pytest.mark.parametrize("paste", ["foreground", "opaque"])
+def test_boxes_inside_canvas_sides_in_scale_and_paste_exact(scenes, domains, paste):
     doms = list(domains.values())
-    for split, ss in scenes.items():
+    made = scenes if paste == "foreground" else make_scenes(
+        domains, scenes_per_split=25, seed=3, paste="opaque", **SMALL)
+    for split, ss in made.items():
         b = ss.box
         assert np.all(b >= 0) and np.all(b[:, 2:] <= 64) and np.all(b == np.round(b))
         w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
@@ -116,8 +119,10 @@ def test_boxes_inside_canvas_sides_in_scale_and_paste_exact(scenes, domains):
             expected = np.asarray(pil.convert("RGB").resize((side, side), Image.BILINEAR))
             patch = ss.crop(row).transpose(1, 2, 0)
             mask = _visible_mask(ss, row)
-            assert np.array_equal(patch[mask], expected[mask])
             assert ss.visible[row] == pytest.approx(mask.mean(), abs=1e-6)
+            if paste == "foreground":
+                mask &= foreground_mask(expected, 24)
+            assert np.array_equal(patch[mask], expected[mask])
         assert np.all(ss.visible > 0.5)
 
 
@@ -137,6 +142,29 @@ def test_objects_come_from_their_split_only(scenes, domains):
     test_labels = set(zip(scenes["test"].domain.tolist(), scenes["test"].label.tolist()))
     train_labels = set(zip(scenes["train"].domain.tolist(), scenes["train"].label.tolist()))
     assert test_labels and not test_labels & train_labels
+
+
+def test_foreground_mask_by_hand():
+    patch = np.zeros((6, 6, 3), dtype=np.uint8)
+    patch[2, 3] = (0, 200, 0)  # one foreground pixel on a black item
+    patch[0, 0] = (10, 10, 10)  # within the threshold of the background colour
+    mask = foreground_mask(patch, 24)
+    expected = np.zeros((6, 6), dtype=bool)
+    expected[1:4, 2:5] = True  # grown by one pixel
+    assert np.array_equal(mask, expected)
+    white = np.full((5, 5, 3), 250, dtype=np.uint8)  # the background is the border's colour
+    white[2, 2] = 0
+    assert foreground_mask(white, 24).sum() == 9
+
+
+def test_foreground_paste_lets_the_clutter_show(domains):
+    kw = dict(scenes_per_split={"val": 12}, seed=5, objects=1, **{k: v for k, v in SMALL.items()
+                                                                  if k != "objects"})
+    fg = make_scenes(domains, **kw)["val"]
+    opaque = make_scenes(domains, paste="opaque", **kw)["val"]
+    assert np.array_equal(fg.box, opaque.box)  # same draws: only the pixels differ
+    differ = [not np.array_equal(fg.crop(r), opaque.crop(r)) for r in range(fg.num_objects)]
+    assert any(differ)
 
 
 def test_no_item_twice_in_a_scene(scenes):

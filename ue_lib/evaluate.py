@@ -263,12 +263,15 @@ def per_query_gallery_metrics(
     gallery_emb: Any,
     gallery_labels: Any,
     ks: Sequence[int] = (1, 2, 4, 8),
+    exclude: np.ndarray | None = None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Per-query metrics of query/gallery retrieval (e.g. DeepFashion In-Shop): each query
     searches the gallery only, with the definitions and tie rule of :func:`retrieval_metrics`
     except that ``R`` is the number of gallery items of the query's class, ``K`` is clamped to
-    the gallery size, and ties are ordered by ascending gallery index. No item is excluded: a
-    query that also appears in the gallery finds itself.
+    the gallery size, and ties are ordered by ascending gallery index. No item is excluded
+    unless ``exclude`` (bool (Q, G)) says so: ``exclude[i, j]`` removes gallery item j from
+    query i's ranking (not counted in its ``R`` either; e.g. the query itself, or the other
+    objects of its own image); ``K`` is then clamped to the query's remaining gallery.
 
     Returns ``(metrics, valid)`` as :func:`per_query_metrics`, over the queries; ``valid`` marks
     queries with ``R > 0``. Queries are processed in chunks: memory is O(chunk x k), never
@@ -282,7 +285,17 @@ def per_query_gallery_metrics(
         raise ValueError("the gallery is empty")
     _, inverse = np.unique(np.concatenate([qy, gy]), return_inverse=True)
     q_cls, g_cls = inverse.reshape(-1)[: len(qy)], inverse.reshape(-1)[len(qy) :]
-    r_all = np.bincount(g_cls, minlength=int(inverse.max()) + 1)[q_cls]
+    n = len(g)
+    if exclude is not None:
+        exclude = np.asarray(exclude, dtype=bool)
+        if exclude.shape != (len(q), n):
+            raise ValueError(f"exclude must be a bool array of shape ({len(q)}, {n}) (queries x "
+                             f"gallery), got {exclude.shape}")
+        dropped = exclude.sum(axis=1)
+        r_all = ((g_cls[None, :] == q_cls[:, None]) & ~exclude).sum(axis=1)
+    else:
+        dropped = np.zeros(len(q), dtype=np.int64)
+        r_all = np.bincount(g_cls, minlength=int(inverse.max()) + 1)[q_cls]
     valid = r_all > 0
     keys = [f"recall@{k}" for k in ks] + ["map@r", "mmp@5"]
     metrics = {key: np.full(len(q), np.nan) for key in keys}
@@ -292,16 +305,23 @@ def per_query_gallery_metrics(
     q, g = l2_normalise(q), l2_normalise(g)
     index = faiss.IndexFlatIP(g.shape[1])
     index.add(g)
-    n = len(g)
-    kmax = min(max(ks), n)
+    kmax = np.minimum(max(ks), n - dropped)  # per query: its remaining gallery
     queries = np.flatnonzero(valid)
-    need_all = np.minimum(np.maximum(kmax, r_all), n)
+    need_all = np.minimum(np.maximum(kmax, r_all), n - dropped)
     width = int(need_all[queries].max())
     chunk = int(np.clip(_CHUNK_ELEMS // (width + 1), 1, _MAX_CHUNK))
     for start in range(0, len(queries), chunk):
         rows = queries[start : start + chunk]
-        nbr = _search_sorted(index, g, q[rows], need_all[rows])
-        _fill_metrics(metrics, rows, g_cls[nbr] == q_cls[rows, None], r_all[rows], ks, kmax)
+        # the first need + dropped of the ranking are exact; dropping the excluded items (at
+        # most `dropped` of them) leaves the first `need` of the remaining ranking
+        nbr = _search_sorted(index, g, q[rows], np.minimum(need_all[rows] + dropped[rows], n))
+        if exclude is not None:
+            keep = ~exclude[rows[:, None], nbr]
+            nbr = np.take_along_axis(nbr, np.argsort(~keep, axis=1, kind="stable"), 1)[:, :width]
+        for km in np.unique(kmax[rows]):  # _fill_metrics clamps K to one value per call
+            part = kmax[rows] == km
+            _fill_metrics(metrics, rows[part], g_cls[nbr[part]] == q_cls[rows[part], None],
+                          r_all[rows[part]], ks, int(km))
     return metrics, valid
 
 
@@ -311,13 +331,16 @@ def query_gallery_metrics(
     gallery_emb: Any,
     gallery_labels: Any,
     ks: Sequence[int] = (1, 2, 4, 8),
+    exclude: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Query/gallery retrieval metrics averaged over valid queries: the keys and definitions of
     :func:`retrieval_metrics` (its leave-one-out form is unchanged), with ``R`` the number of
     gallery items of the query's class (queries with ``R = 0`` are left out) and ties ordered by
-    ascending gallery index; see :func:`per_query_gallery_metrics`. Raises ValueError if no
-    query has a gallery item of its class."""
-    metrics, valid = per_query_gallery_metrics(query_emb, query_labels, gallery_emb, gallery_labels, ks)
+    ascending gallery index; ``exclude`` (bool (Q, G)) removes gallery items per query; see
+    :func:`per_query_gallery_metrics`. Raises ValueError if no query has a gallery item of its
+    class."""
+    metrics, valid = per_query_gallery_metrics(query_emb, query_labels, gallery_emb, gallery_labels,
+                                               ks, exclude)
     return _mean_metrics(metrics, valid, "the queries", "no query's class has a gallery item")
 
 

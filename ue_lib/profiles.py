@@ -160,6 +160,29 @@ class Profile(Validated):
                             "notebook 07 (domains without attributes keep their specialist); "
                             "auto: the graded rung with the best validation nDCG")
     sgml_ks: str = _f("1,5,10", "notebook", "K of Recall@K, coarse Recall@K and nDCG@K")
+    # ---- object embeddings (notebook 08; ue_lib.objects, ue_lib.data.scenes)
+    objects_domains: str = _f("", "notebook", "domains whose items are pasted into scenes (a subset "
+                              "of domains; empty: all of them)")
+    objects_scenes: str = _f("800,200,300", "notebook", "scenes in the train, val and test splits")
+    objects_scene_params: dict = _f(dict, "notebook", "changes to ue_lib.data.scenes.make_scenes' "
+                                    "defaults, e.g. {'canvas': 96, 'scale': (24, 48)}")
+    objects_seeds: str | int | tuple | list = _f("0,1,2", "notebook")
+    objects_roi_stage: int = _f(6, "notebook", "trunk stages run on the whole scene before "
+                                "roi_align (6: stride 16 on EfficientNet-Lite0)")
+    objects_roi_size: int = _f(4, "notebook", "roi_align output side (4: a 64-px item's map there)")
+    objects_pooling: str = _f("avg", "notebook", "pooling after the box: avg, max or gem (ours)")
+    objects_gem_p: float = _f(3.0, "notebook", "GeM power (objects_pooling gem)")
+    objects_guides: str = _f("embedding_mse,kl", "notebook", "the guided students' losses: the "
+                             "paper's MSE of normalised embeddings, the main paper's kl, ...")
+    objects_detector: dict = _f(dict, "notebook", "changes to ue_lib.objects.DetectorSettings, "
+                                "e.g. {'epochs': 20, 'neck': 64}")
+    objects_gallery: int = _f(300, "notebook", "clean test items per domain in the object gallery")
+    objects_spliced: int = _f(200, "notebook", "spliced query images per seed")
+    objects_ks: str = _f("1,5", "notebook", "K of Recall@K in notebook 08")
+    objects_coco_weights: str = _f("coco", "notebook", "paper profile, notebook 08: the COCO Faster "
+                                   "R-CNN (fasterrcnn_resnet50_fpn_v2): 'coco' downloads its "
+                                   "weights (online), or a local .pth file")
+    objects_coco_size: int = _f(800, "notebook", "its input's shorter side (torchvision's min_size)")
 
     def check(self) -> None:
         parse_domains(self.domains)
@@ -186,7 +209,8 @@ class Profile(Validated):
         from .models import split_stage
 
         split_stage(ModelSettings.part_of(self))
-        for which in ("seeds", "ablation_seeds", "quantize_seeds", "sgml_seeds"):  # canonical "0,1,2"
+        # canonical "0,1,2"
+        for which in ("seeds", "ablation_seeds", "quantize_seeds", "sgml_seeds", "objects_seeds"):
             setattr(self, which, ",".join(map(str, self.seed_list(which))))
         for knob in [*self.ablation_grid, *self.quantize_ablation]:
             setting_path(knob)
@@ -198,6 +222,44 @@ class Profile(Validated):
             choice("Profile", "quantize_baselines", kind, FAISS_KINDS)
         self._check_tuning()
         self._check_sgml()
+        self._check_objects()
+
+    def _check_objects(self) -> None:
+        """Notebook 08's settings: its domains are among the profile's, three scene counts, the
+        Ks, the pooling and the detector's settings."""
+        missing = [d for d in self.object_domains() if d not in self.domain_names]
+        if missing:
+            raise ValueError(f"Profile.objects_domains: {missing} not among the "
+                             f"profile's domains {self.domain_names}; e.g. -p objects_domains "
+                             f"fashion,glyphs")
+        self.scene_counts()
+        self.k_list("objects_ks")
+        choice("Profile", "objects_pooling", self.objects_pooling, ("avg", "max", "gem"))
+        positive("Profile", objects_roi_size=self.objects_roi_size,
+                 objects_gallery=self.objects_gallery, objects_spliced=self.objects_spliced,
+                 objects_gem_p=self.objects_gem_p, objects_coco_size=self.objects_coco_size)
+        from .losses import DISTILLATION_LOSSES
+
+        for guide in self.methods("objects_guides"):
+            choice("Profile", "objects_guides", guide, DISTILLATION_LOSSES)
+        from .objects import detector_settings
+
+        detector_settings(self.objects_detector)
+
+    def object_domains(self) -> list[str]:
+        """Notebook 08's domains: `objects_domains`, or all the profile's when it is empty."""
+        return self.methods("objects_domains") or self.domain_names
+
+    def scene_counts(self) -> dict[str, int]:
+        """`objects_scenes` as {"train": n, "val": n, "test": n}."""
+        try:
+            counts = [int(v) for v in str(self.objects_scenes).split(",")]
+        except ValueError:
+            counts = []
+        if len(counts) != 3 or min(counts) < 1:
+            raise ValueError(f"Profile.objects_scenes must be three positive integers (train, val, "
+                             f"test scenes) like \"800,200,300\", got {self.objects_scenes!r}")
+        return dict(zip(("train", "val", "test"), counts))
 
     def _check_sgml(self) -> None:
         """Notebook 07's settings: every rung's settings are valid settings, the teacher is a
@@ -217,13 +279,17 @@ class Profile(Validated):
 
     def sgml_k_list(self) -> list[int]:
         """`sgml_ks` as a list of positive integers."""
+        return self.k_list("sgml_ks")
+
+    def k_list(self, which: str) -> list[int]:
+        """A setting of Ks ("1,5,10") as a list of positive integers."""
         try:
-            ks = [int(k) for k in str(self.sgml_ks).split(",")]
+            ks = [int(k) for k in str(getattr(self, which)).split(",")]
         except ValueError:
             ks = []
         if not ks or min(ks) < 1:
-            raise ValueError(f"Profile.sgml_ks must be positive integers like \"1,5,10\", got "
-                             f"{self.sgml_ks!r}")
+            raise ValueError(f"Profile.{which} must be positive integers like \"1,5,10\", got "
+                             f"{getattr(self, which)!r}")
         return ks
 
     def code_shapes(self) -> list[tuple[int, int]]:
@@ -383,7 +449,10 @@ NAMED: dict[str, dict] = {
         quantize_queries=300, quantize_bench_items=20_000,
         quantize_ablation={"opqn.codebook": ["dct", "random"], "opqn.entropy_weight": [0.1, 0.0],
                            "opqn.x_branch": [True, False]},
-        sgml_seeds="0,1"),  # notebook 07: the whole ladder, two seeds
+        sgml_seeds="0,1",  # notebook 07: the whole ladder, two seeds
+        # notebook 08 at toy size: three domains, few scenes, a short detector training
+        objects_domains="fashion,glyphs,omniglot", objects_scenes="160,40,80", objects_seeds="0,1",
+        objects_detector={"epochs": 4}, objects_gallery=60, objects_spliced=40),
     # The pretrained regime (the default demo): ImageNet EfficientNet-Lite0 features at 64 px,
     # frozen and cached (computed once per run), an MLP head trained on them; five domains of
     # very different size and kind. Every model sees the same 10 batches of each domain per
@@ -405,7 +474,9 @@ NAMED: dict[str, dict] = {
         seeds="0,1,2", distill_methods="kl,distance_mse,embedding_mse,rkd_distance,darkrank",
         final_methods="kl,distance_mse", distill_tuning={"lr": [2e-3, 6e-4]},
         ablation_grid={"kl.temperature": [0.02, 0.05, 0.2]},
-        epochs_quantize=20, quantize_queries=500),
+        epochs_quantize=20, quantize_queries=500,
+        # notebook 08: faces are not objects; 600 training scenes keep it within 5 minutes
+        objects_domains="clipart,fashion,glyphs,omniglot", objects_scenes="600,150,250"),
     # The earlier demo: a small CNN from scratch on the three grayscale domains. Kept for its
     # contrast with `mini`: here the over-fitting of naive fusion does not appear. One naive
     # epoch is ~7 s of training plus ~5 s of evaluating val and test (SPEC §9), so curves are

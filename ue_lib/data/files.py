@@ -73,13 +73,17 @@ class ImageFiles:
             raise DataCorruptError(f"Data for domain '{self.name}': the image file {path} is "
                                    f"missing or cannot be read ({type(exc).__name__}: {exc})") from exc
 
+    def transform(self, train: bool = False):
+        """The transform of items: the train or the eval transform (`ue_lib.data.transforms`)."""
+        return train_transform(self.size) if train else eval_transform(self.size)
+
     def dataset(self, train: bool = False) -> ImageDataset:
         """A torch Dataset of uint8 tensors (C, size, size) with the train or eval transform."""
-        return ImageDataset(self, train_transform(self.size) if train else eval_transform(self.size))
+        return ImageDataset(self, self.transform(train))
 
     def __getitem__(self, key) -> np.ndarray:
         """Like indexing a uint8 (N, C, H, W) array: items decoded with the eval transform."""
-        transform = eval_transform(self.size)
+        transform = self.transform()
         if isinstance(key, (int, np.integer)):
             return transform(self.open(int(key))).numpy()
         idx = np.arange(len(self))[key]
@@ -104,6 +108,39 @@ class ImageFiles:
                          f"{os.path.getsize(p)}\n".encode())
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
+
+
+class BoxCrops(ImageFiles):
+    """The objects of file-backed images: item i is file i cropped to ``boxes[i]`` (x1, y1, x2,
+    y2 in the original image's pixels, PIL convention; clipped to the image) and resized to
+    size x size, with no further crop (the whole object is kept, its aspect ratio is not).
+    Indexes, embeds and fingerprints like :class:`ImageFiles` (the boxes are in the
+    fingerprint)."""
+
+    def __init__(self, paths, boxes, size: int, channels: int = 3, num_workers: int = 0,
+                 name: str = "images"):
+        super().__init__(paths, size, channels, num_workers, name)
+        self.boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        if len(self.boxes) != len(self.paths):
+            raise ValueError(f"{len(self.boxes)} boxes for {len(self.paths)} files")
+
+    def open(self, i: int) -> Image.Image:
+        img = super().open(i)
+        x1, y1, x2, y2 = self.boxes[i]
+        x1, y1 = max(0, int(np.floor(x1))), max(0, int(np.floor(y1)))
+        x2, y2 = min(img.width, int(np.ceil(x2))), min(img.height, int(np.ceil(y2)))
+        if x2 <= x1 or y2 <= y1:  # an empty box keeps the whole image
+            return img
+        return img.crop((x1, y1, x2, y2))
+
+    def transform(self, train: bool = False):
+        from torchvision.transforms import v2
+
+        return v2.Compose([v2.ToImage(), v2.Resize((self.size, self.size), antialias=True)])
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256(self.boxes.tobytes()).hexdigest()[:16]
+        return f"{super().fingerprint()}-{digest}"
 
 
 def is_file_backed(images) -> bool:
@@ -137,4 +174,4 @@ def check_files_exist(paths: np.ndarray, name: str) -> None:
                                 f"in the index are missing, e.g. {missing[0]}")
 
 
-__all__ = ["ImageFiles", "ImageDataset", "check_files_exist", "is_file_backed"]
+__all__ = ["ImageFiles", "BoxCrops", "ImageDataset", "check_files_exist", "is_file_backed"]

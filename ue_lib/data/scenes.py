@@ -17,7 +17,10 @@ A scene, for one split (train, val or test) of the given domains:
    ``texture_cells`` x ``texture_cells`` colour grid upsampled bicubically to the canvas.
 3. **Fragments** (``fragments`` per scene, a range): random crops of *other* items of the same
    split, i.e. items that are not objects of the scene. A fragment is cut from its item resized
-   as an object would be (a side in ``scale``), and its sides lie in ``fragment_side``, whose
+   as an object would be (a side in ``scale``), where at least ``fragment_foreground`` of its
+   pixels are foreground (up to ``placement_tries`` positions are tried; glyphs and omniglot
+   are mostly empty margin), pasted like objects (``paste``), and its sides lie in
+   ``fragment_side``, whose
    maximum may not exceed half the smallest object side (``scale[0] // 2``, the default): a
    fragment is never a complete object. Fragments are clutter: they are **never recorded as
    objects**; the scene set keeps them in a separate ``fragment_*`` table, for inspection only.
@@ -28,9 +31,13 @@ A scene, for one split (train, val or test) of the given domains:
    (so a small domain is as frequent as a large one), then an item uniformly among that
    domain's split; no item twice in a scene. The item's image (grey images repeated to RGB) is
    resized with PIL bilinear so that its longer side is a random integer in ``scale`` (the
-   domains' images are square, so objects are squares), and pasted opaquely, its own
-   background included, at a random position fully inside the canvas. Its box is the pasted
-   rectangle.
+   domains' images are square, so objects are squares) and pasted at a random position fully
+   inside the canvas. With ``paste="foreground"`` (the default) only its foreground is pasted:
+   the pixels that differ from the item's own background colour (the median of its border
+   pixels) by more than ``foreground_threshold`` in some channel, the mask grown by one pixel
+   (:func:`foreground_mask`); the clutter shows around it, so a box cannot be found from a
+   square of flat background. ``paste="opaque"`` pastes the whole square. Its box is the pasted
+   rectangle either way (the item's frame, as the domains' items are framed).
 
 **Overlap rule.** A placement (side and position drawn afresh) is rejected when its IoU with
 any earlier object of the scene exceeds ``max_iou`` (0.1); each object gets
@@ -39,8 +46,9 @@ any earlier object of the scene exceeds ``max_iou`` (0.1); each object gets
 ``placement_tries`` times, then a ValueError says the geometry is impossible). So the number
 of objects of a scene always lies in ``objects``. Later objects are pasted over earlier ones
 (each object covers at most a small part of another, by the rule); ``visible`` records the
-fraction of each box not covered by later objects. A pixel inside a box that is not covered
-by a later object is exactly the pixel of the resized item.
+fraction of each box not covered by later objects' boxes. A pixel inside a box that is not
+covered by a later object is exactly the pixel of the resized item (with ``"foreground"``
+pasting: every such pixel of the item's foreground mask).
 
 **Splits.** Train scenes are made from train items only, val from val and test from test,
 clutter included, so a domain's split rule carries over: with a class-disjoint domain, objects
@@ -71,7 +79,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 from ..io import atomic_write
 from .core import Domain, user_cache_dir
@@ -81,8 +89,9 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 # bump when the construction changes, so old cache files are not reused
-VERSION = 1
+VERSION = 2
 
+PASTE_MODES = ("foreground", "opaque")
 _OBJECT_FIELDS = ("scene", "domain", "label", "item", "box", "visible")
 _FRAGMENT_FIELDS = ("fragment_scene", "fragment_domain", "fragment_item", "fragment_box")
 
@@ -236,7 +245,8 @@ def _range(name: str, value, low: int, fix: str) -> tuple[int, int]:
 def scene_params(*, canvas: int = 112, objects=(1, 3), scale=(24, 56), seed: int = 0,
                  max_iou: float = 0.1, placement_tries: int = 20, texture_cells: int = 4,
                  texture_strength: float = 0.5, strokes=(2, 6), stroke_width=(1, 3),
-                 fragments=(1, 3), fragment_side=None) -> dict:
+                 fragments=(1, 3), fragment_side=None, paste: str = "foreground",
+                 foreground_threshold: int = 24, fragment_foreground: float = 0.25) -> dict:
     """Check the parameters of :func:`make_scenes` and return them as a plain dict (the
     ranges as lists), the form kept in ``SceneSet.params`` and in the cache's fingerprint."""
     if not isinstance(canvas, (int, np.integer)) or isinstance(canvas, bool) or canvas < 16:
@@ -270,11 +280,21 @@ def scene_params(*, canvas: int = 112, objects=(1, 3), scale=(24, 56), seed: int
         raise ValueError(f"fragment_side {fragment_side} allows fragments larger than half the "
                          f"smallest object side (scale[0] // 2 = {cap}), which could pass for "
                          f"whole objects: lower fragment_side's maximum to at most {cap}")
+    if paste not in PASTE_MODES:
+        raise ValueError(f"paste must be one of {', '.join(PASTE_MODES)}, got {paste!r}")
+    if not isinstance(foreground_threshold, (int, np.integer)) or not 0 <= foreground_threshold < 255:
+        raise ValueError(f"foreground_threshold must be an integer in [0, 255) (grey levels), got "
+                         f"{foreground_threshold!r}")
+    if not isinstance(fragment_foreground, (int, float)) or not 0 <= fragment_foreground <= 1:
+        raise ValueError(f"fragment_foreground must be a fraction in [0, 1], got "
+                         f"{fragment_foreground!r}")
     return dict(version=VERSION, canvas=canvas, objects=list(objects), scale=list(scale),
                 seed=int(seed), max_iou=float(max_iou), placement_tries=int(placement_tries),
                 texture_cells=int(texture_cells), texture_strength=float(texture_strength),
                 strokes=list(strokes), stroke_width=list(stroke_width),
-                fragments=list(fragments), fragment_side=list(fragment_side))
+                fragments=list(fragments), fragment_side=list(fragment_side), paste=paste,
+                foreground_threshold=int(foreground_threshold),
+                fragment_foreground=float(fragment_foreground))
 
 
 def _counts(scenes_per_split) -> dict[str, int]:
@@ -326,6 +346,29 @@ def object_patch(image: np.ndarray, side: int) -> np.ndarray:
     if img.size != size:
         img = img.resize(size, Image.Resampling.BILINEAR)
     return np.asarray(img, dtype=np.uint8)
+
+
+def foreground_mask(patch: np.ndarray, threshold: int) -> np.ndarray:
+    """bool (h, w): the pixels of a uint8 (h, w, 3) patch that differ from its background
+    colour (the per-channel median of its border pixels) by more than `threshold` in some
+    channel, grown by one pixel (a 3x3 maximum filter) so that anti-aliased edges come along."""
+    border = np.concatenate([patch[0], patch[-1], patch[:, 0], patch[:, -1]]).astype(np.int16)
+    background = np.median(border, axis=0)
+    mask = (np.abs(patch.astype(np.int16) - background).max(axis=2) > threshold)
+    grown = Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(3))
+    return np.asarray(grown) > 0
+
+
+def _paste(canvas: np.ndarray, patch: np.ndarray, x: int, y: int, p: dict,
+           mask: np.ndarray | None = None) -> None:
+    """Paste `patch` at (x, y): whole (``opaque``) or its foreground (`mask`, computed when
+    not given)."""
+    h, w = patch.shape[:2]
+    if p["paste"] == "opaque":
+        canvas[y:y + h, x:x + w] = patch
+        return
+    mask = foreground_mask(patch, p["foreground_threshold"]) if mask is None else mask
+    canvas[y:y + h, x:x + w][mask] = patch[mask]
 
 
 def iou(a, b) -> float:
@@ -451,10 +494,14 @@ def _make_split(pool: _Pool, n_scenes: int, p: dict, rng: np.random.Generator) -
                      patch.shape[1])
             fh = min(int(rng.integers(p["fragment_side"][0], p["fragment_side"][1] + 1)),
                      patch.shape[0])
-            cx = int(rng.integers(0, patch.shape[1] - fw + 1))
-            cy = int(rng.integers(0, patch.shape[0] - fh + 1))
+            fg = foreground_mask(patch, p["foreground_threshold"])
+            for _ in range(p["placement_tries"]):  # a piece with something on it
+                cx = int(rng.integers(0, patch.shape[1] - fw + 1))
+                cy = int(rng.integers(0, patch.shape[0] - fh + 1))
+                if fg[cy:cy + fh, cx:cx + fw].mean() >= p["fragment_foreground"]:
+                    break
             x, y = int(rng.integers(0, side - fw + 1)), int(rng.integers(0, side - fh + 1))
-            canvas[y:y + fh, x:x + fw] = patch[cy:cy + fh, cx:cx + fw]
+            _paste(canvas, patch[cy:cy + fh, cx:cx + fw], x, y, p, fg[cy:cy + fh, cx:cx + fw])
             frag["fragment_scene"].append(s)
             frag["fragment_domain"].append(key[0])
             frag["fragment_item"].append(key[1])
@@ -468,8 +515,7 @@ def _make_split(pool: _Pool, n_scenes: int, p: dict, rng: np.random.Generator) -
         top = np.full((side, side), -1, dtype=np.int32)
         placed = []
         for k, (key, (x1, y1, x2, y2)) in enumerate(zip(keys, boxes)):
-            patch = object_patch(pool.image(key), max(x2 - x1, y2 - y1))
-            canvas[y1:y2, x1:x2] = patch
+            _paste(canvas, object_patch(pool.image(key), max(x2 - x1, y2 - y1)), x1, y1, p)
             top[y1:y2, x1:x2] = k
             placed.append((key, [x1, y1, x2, y2]))
         for k, (key, box) in enumerate(placed):
@@ -492,7 +538,9 @@ def make_scenes(domains: dict[str, Domain], *, scenes_per_split: dict[str, int] 
                 placement_tries: int = 20, texture_cells: int = 4,
                 texture_strength: float = 0.5, strokes: tuple[int, int] = (2, 6),
                 stroke_width: tuple[int, int] = (1, 3), fragments: tuple[int, int] = (1, 3),
-                fragment_side: tuple[int, int] | None = None) -> dict[str, SceneSet]:
+                fragment_side: tuple[int, int] | None = None, paste: str = "foreground",
+                foreground_threshold: int = 24,
+                fragment_foreground: float = 0.25) -> dict[str, SceneSet]:
     """Make cluttered scenes with boxes from the splits of `domains` (see the module doc).
 
     Args:
@@ -512,6 +560,12 @@ def make_scenes(domains: dict[str, Domain], *, scenes_per_split: dict[str, int] 
         fragments: (min, max) crops of other items per scene.
         fragment_side: (min, max) side of a fragment, px; max <= scale[0] // 2; default
             (scale[0] // 4, scale[0] // 2).
+        paste: ``"foreground"`` (the item's foreground mask, :func:`foreground_mask`) or
+            ``"opaque"`` (the whole square, its own background included).
+        foreground_threshold: grey levels from the item's border colour that count as
+            foreground.
+        fragment_foreground: the least foreground fraction of a fragment (tried
+            ``placement_tries`` times, else the last piece drawn).
 
     Returns: {split: SceneSet} for the splits asked, in the order train, val, test.
     Raises ValueError for a bad parameter, naming it and the fix.
@@ -519,7 +573,9 @@ def make_scenes(domains: dict[str, Domain], *, scenes_per_split: dict[str, int] 
     p = scene_params(canvas=canvas, objects=objects, scale=scale, seed=seed, max_iou=max_iou,
                      placement_tries=placement_tries, texture_cells=texture_cells,
                      texture_strength=texture_strength, strokes=strokes,
-                     stroke_width=stroke_width, fragments=fragments, fragment_side=fragment_side)
+                     stroke_width=stroke_width, fragments=fragments, fragment_side=fragment_side,
+                     paste=paste, foreground_threshold=foreground_threshold,
+                     fragment_foreground=fragment_foreground)
     counts = _counts(scenes_per_split)
     _check_domains(domains, counts)
     names = list(domains)

@@ -29,6 +29,25 @@ def eval_transform(size: int):
                        v2.CenterCrop(size)])
 
 
+def view_box(box, width: int, height: int, size: int):
+    """Where a box (x1, y1, x2, y2 in an original image of `width` x `height`) lands in that
+    image's evaluation view (`eval_transform`: the shorter side resized to
+    ``round(size * 256 / 224)``, the longer in proportion as torchvision does, then the central
+    `size` x `size` crop), clipped to the view. Returns float32 (4,)."""
+    import numpy as np
+
+    short = round(size * RESIZE_RATIO)
+    if width <= height:
+        new_w, new_h = short, int(short * height / width)
+    else:
+        new_w, new_h = int(short * width / height), short
+    left, top = int(round((new_w - size) / 2.0)), int(round((new_h - size) / 2.0))
+    sx, sy = new_w / width, new_h / height
+    x1, y1, x2, y2 = (float(v) for v in box)
+    out = np.array([x1 * sx - left, y1 * sy - top, x2 * sx - left, y2 * sy - top], np.float32)
+    return np.clip(out, 0, size)
+
+
 def jitter() -> Callable:
     """Per-image random affine jitter (small rotation, shift, scale) of a float batch
     (B, C, H, W); draws from torch's global generator (the training loop seeds it per epoch)."""
