@@ -142,8 +142,11 @@ def test_profile_checks_notebook_08_settings():
     p = load_profile("smoke")
     assert p.object_domains() == ["fashion", "glyphs", "omniglot"]
     assert p.scene_counts() == {"train": 160, "val": 40, "test": 80}
-    with pytest.raises(ValueError, match="not among the profile's domains"):
-        load_profile("smoke", overrides={"objects_domains": "clipart"})
+    assert load_profile("smoke", domains="glyphs,orl").object_domains() == ["glyphs"]
+    assert load_profile("smoke", overrides={"objects_domains": ""}).object_domains() == \
+        ["omniglot", "fashion", "glyphs", "orl"]
+    with pytest.raises(ValueError, match="has none of the profile's domains"):
+        load_profile("smoke", overrides={"objects_domains": "clipart"}).object_domains()
     with pytest.raises(ValueError, match="three positive integers"):
         load_profile("smoke", overrides={"objects_scenes": "10,10"})
     with pytest.raises(ValueError, match="objects_ks must be positive integers"):
@@ -467,3 +470,17 @@ def test_box_view_table():
     table = report.box_view_table(rows)
     assert list(table.index) == ["kl:whole", "kl:crop"] and table.loc["kl:crop", "cub"] == 0.7
     assert np.isnan(table.loc["kl:crop", "cars"])
+
+
+def test_detector_table():
+    from ue_lib import report
+
+    rows = pd.DataFrame([dict(model=m, method="x", metric=k, value=v, seed=s)
+                         for s in (0, 1) for m, k, v in (
+                             ("detector", "recall@iou0.5", 0.8 + 0.1 * s),
+                             ("cost", "train_seconds", 20.0 + 2 * s),
+                             ("cost", "ms_per_image", 5.0))])
+    table = report.detector_table(rows)
+    assert list(table.columns) == ["recall@iou0.5", "train_seconds"]
+    assert table.iloc[0].tolist() == ["0.850 ± 0.071", "21.000 ± 1.414"]
+    assert table.index[0] == "mean ± std over 2 seeds"

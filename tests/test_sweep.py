@@ -126,3 +126,36 @@ def test_temperature_sweep_of_the_issue(tmp_path, data_root):
     others = table[(table.method == "distance_mse") & (table.metric == "recall@1")]
     # losses without a temperature are trained once per seed and reused by every point
     assert others.groupby(["seed", "domain"]).value.nunique().eq(1).all()
+
+
+NB02 = REPO / "notebooks" / "02_specialists.ipynb"
+GRID = ["sweep", NB02, "--profile", "smoke", "-p", "epochs_specialist", "1", "2", "--seeds", "0", "1"]
+
+
+def test_sweep_on_a_local_dask_cluster_equals_the_serial_sweep(tmp_path, data_root):
+    """4 smoke points on a real local Dask cluster of 2 worker processes (loopback only): the
+    table of the serial sweep, every point shown, and a rerun skips them all."""
+    times = {}
+    for name, extra in (("serial", []), ("dask", ["--workers", "2"])):
+        start = time.perf_counter()
+        r = ue(*GRID, "--out", tmp_path / name, *extra, timeout=1200)
+        times[name] = time.perf_counter() - start
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        assert r.stdout.count(": done |") == 4 and "[4/4]" in r.stdout
+    print(f"4-point smoke sweep: serial {times['serial']:.0f} s, 2 Dask workers {times['dask']:.0f} s")
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "dask" / "sweep.csv"),
+                                  pd.read_csv(tmp_path / "serial" / "sweep.csv"))
+    again = ue(*GRID, "--out", tmp_path / "dask", "--workers", "2", timeout=600)
+    assert again.returncode == 0 and again.stdout.count("already done, skipped") == 4
+    # each specialist was trained once although the points ran at the same time
+    assert len(list((tmp_path / "dask" / "models" / "specialist").glob("*/model.pt"))) == 16
+
+
+def test_workers_that_cannot_see_the_sweep_folder_are_named(tmp_path):
+    from ue_lib.sweep import check_shared
+
+    (tmp_path / ".sweep-token").write_text("abc")
+    assert check_shared(str(tmp_path), "abc", str(tmp_path)) == ""
+    assert check_shared(str(tmp_path), "xyz", str(tmp_path)) == f"the sweep folder {tmp_path}"
+    assert check_shared(str(tmp_path / "elsewhere"), "abc", str(tmp_path)).startswith("the sweep")
+    assert check_shared(str(tmp_path), "abc", str(tmp_path / "no")) == f"the data root {tmp_path / 'no'}"

@@ -72,7 +72,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     total = len(expand_grid(params, args.seeds))
     base = RunSpec(profile=args.profile, out_dir=args.out, domains=args.domains or "",
                    models_dir=args.models_dir or "")
-    table, failures = sweep(args.notebook, args.out, params, seeds=args.seeds, base=base)
+    table, failures = sweep(args.notebook, args.out, params, seeds=args.seeds, base=base,
+                            workers=args.workers, scheduler=args.scheduler)
     print(f"sweep table: {args.out}/sweep.csv ({len(table)} rows); plots: {args.out}/summary.html")
     if len(failures):
         print(f"ue sweep: {len(failures)} of {total} points failed; see {args.out}/failures.csv",
@@ -145,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a swept setting and its values, e.g. -p kl.temperature 0.02 0.05 0.1")
     w.add_argument("--models-dir", default="",
                    help="reuse and keep models here (default: <out>/models), e.g. runs/mini/models")
+    w.add_argument("--workers", type=int, default=1,
+                   help="run the points on a local Dask cluster of N worker processes (default 1: "
+                        "one after another, here)")
+    w.add_argument("--scheduler", default="",
+                   help="run the points on an existing Dask cluster, e.g. tcp://host:8786 (workers "
+                        "see the sweep folder and the data root on a shared filesystem)")
     w.set_defaults(func=_cmd_sweep)
 
     c = sub.add_parser("check", help="compare a run's results.csv with a recorded baseline")

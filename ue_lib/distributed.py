@@ -9,9 +9,24 @@ and CPU runs need no change.
 The training loop (``ue_lib.train``) uses it like this:
 
 * every rank draws the same batch schedule and takes its own share of each P x K batch
-  (whole classes, see ``MultiDomainBatchSampler(rank=, world_size=)``);
+  (whole classes, see ``MultiDomainBatchSampler(rank=, world_size=)``) and embeds it;
+* :meth:`DistContext.gather_batch` then gives every rank the *whole* batch in the order one
+  process would see it: the embeddings through ``torch.distributed.nn.functional.all_gather``
+  (its backward sums each rank's gradient into the rank that made the embedding), the labels,
+  item indices (and, for an objective that needs them, the inputs) without gradient. Every
+  loss of this project is a function of the whole batch, not a sum over items: the batch-level
+  ones (the distillation losses compare each anchor with every other item of the batch, the
+  metric losses mine pairs in it, proxy-anchor's log-sum-exp per proxy runs over the batch)
+  would be different functions of a shard (with P x K 32 x 4 on 4 GPUs a KL anchor would see 31
+  candidates instead of 127). So every rank computes the loss of the whole batch, the same
+  number; backward gives each rank world_size x the gradient of its own embeddings, and
+  DistributedDataParallel's average over ranks leaves exactly the one-process gradient of the
+  network's weights (tested against one process on gloo);
 * the model is wrapped in ``DistributedDataParallel``; gradients of the losses' own parameters
-  (proxies, projections) are averaged with :meth:`DistContext.all_reduce_grads`;
+  (proxies, projections: the same on every rank, from the same whole-batch loss) are averaged
+  with :meth:`DistContext.all_reduce_grads`;
+* a non-finite loss on any rank stops every rank at the same step (:meth:`DistContext.any`,
+  an all-reduced flag), instead of leaving the others waiting in a collective;
 * rank 0 evaluates and :meth:`DistContext.broadcast` hands its numbers to the others, so every
   rank selects the same epoch; only rank 0 writes checkpoints, models and results.
 """
@@ -72,6 +87,42 @@ class DistContext:
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()
+
+    def any(self, flag: bool, device: torch.device | str = "cpu") -> list[int]:
+        """The ranks on which `flag` is true (every rank gets the same list; [] or [0] alone).
+        `device`: where the collective's tensors live (the rank's GPU under NCCL)."""
+        if not self.enabled:
+            return [0] if flag else []
+        flags = [torch.zeros(1, device=device) for _ in range(self.world_size)]
+        dist.all_gather(flags, torch.tensor([float(flag)], device=device))
+        return [r for r, f in enumerate(flags) if f.item()]
+
+    def gather_batch(self, tensor: torch.Tensor, k: int, grad: bool = False) -> torch.Tensor:
+        """The whole P x K batch from each rank's share of it, in the one-process order: rank r
+        holds classes r, r + N, r + 2N, ... of the batch, K consecutive items each
+        (``MultiDomainBatchSampler``), so the shares are interleaved back class by class. With
+        `grad`, through ``torch.distributed.nn.functional.all_gather`` (differentiable). Every
+        rank must hold as many classes (P divisible by the number of processes)."""
+        if not self.enabled:
+            return tensor
+        sizes = [torch.zeros(1, dtype=torch.long, device=tensor.device)
+                 for _ in range(self.world_size)]
+        dist.all_gather(sizes, torch.tensor([len(tensor)], device=tensor.device))
+        if len({int(s) for s in sizes}) != 1 or len(tensor) % k:
+            raise ValueError(f"the ranks hold {[int(s) for s in sizes]} items of one batch: each must "
+                             f"hold the same number of whole classes of {k} items; choose P (the `p` "
+                             f"setting) divisible by the {self.world_size} processes and domains with "
+                             f"at least P classes")
+        if grad:
+            import torch.distributed.nn.functional as dist_nn
+
+            parts = dist_nn.all_gather(tensor)
+        else:
+            parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
+            dist.all_gather(parts, tensor.contiguous())
+        rest = tensor.shape[1:]
+        stacked = torch.stack(list(parts)).view(self.world_size, len(tensor) // k, k, *rest)
+        return stacked.transpose(0, 1).reshape(self.world_size * len(tensor), *rest)
 
 
 def context(device: str = "auto") -> DistContext:

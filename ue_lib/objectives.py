@@ -85,6 +85,12 @@ class Objective(nn.Module):
     # teachers); an objective that gives none trains `dynamic` as round robin
     follows_lag: ClassVar[bool] = False
 
+    @property
+    def needs_inputs(self) -> bool:
+        """Whether `loss` reads ``batch.inputs`` (under torchrun every rank then gathers the
+        whole batch's inputs, not just the embeddings, labels and indices)."""
+        return False
+
     def __init__(self, profile: Profile):
         super().__init__()
         self.profile = profile
@@ -319,6 +325,10 @@ class Distillation(Objective):
             self.teacher_val = {n: setup.evaluate(self.teachers[n], {n: d}, "val")[n][
                 setup.selection_metric] for n, d in setup.domains.items()}
             self.selection_metric = setup.selection_metric
+
+    @property
+    def needs_inputs(self) -> bool:
+        return bool(self.profile.augment)  # the teacher embeds the augmented batch itself
 
     def targets(self, batch: Batch) -> torch.Tensor:
         """The teacher's embeddings of the batch (cached rows, or embedded now)."""

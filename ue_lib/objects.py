@@ -66,6 +66,7 @@ from .config import Validated, positive
 from .data.scenes import SceneSet, cache_file, foreground_mask, iou, object_patch
 from .evaluate import TIE_EPS
 from .io import RESULT_COLUMNS
+from .models import LITE0_MEAN, LITE0_STD
 from .objectives import Distillation, Setup
 
 POOLINGS = ("avg", "max", "gem")
@@ -102,7 +103,7 @@ class SceneTrunk(nn.Module):
     `whole` is the trunk on whole images (global features)."""
 
     def __init__(self, lite0, roi_stage: int, roi_size: int, pooling: str = "avg",
-                 gem_p: float = 3.0, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
+                 gem_p: float = 3.0, mean=LITE0_MEAN, std=LITE0_STD):
         super().__init__()
         stages = lite0.stages
         if not 1 <= roi_stage < len(stages):
@@ -352,6 +353,10 @@ class GuidedStudent(Distillation):
     def folder(self) -> str:
         return f"guided-{self.method}"
 
+    @property
+    def needs_inputs(self) -> bool:
+        return False  # its teacher is a table of embeddings
+
     def config(self) -> dict:
         if self._digests is None:
             self._digests = {n: hashlib.sha256(t.tobytes()).hexdigest()[:16]
@@ -502,7 +507,7 @@ __all__ = ["POOLINGS", "pool_map", "box_features", "SceneTrunk", "DetectorSettin
 
 # ----------------------------------------------------------------------------- one seed of notebook 08
 
-DETECTOR_VERSION = 2  # bump when ObjectDetector or train_detector change: kept detectors retrain
+DETECTOR_VERSION = 3  # bump when ObjectDetector or train_detector change: kept detectors retrain
 
 
 @dataclass
@@ -682,11 +687,14 @@ def _object_seed(folder, seed: int) -> ObjectSeed:
     if det_path.is_file():
         saved = torch.load(det_path, map_location="cpu", weights_only=True)
         detector.load_state_dict(saved["weights"])
-        det_losses = list(saved["losses"])
     else:
-        detector, det_losses = train_detector(maps["train"], scene_boxes(scenes["train"]), side,
-                                              det_settings, seed)
-        torch_save({"weights": detector.state_dict(), "losses": det_losses}, det_path)
+        start = time.perf_counter()
+        detector, losses = train_detector(maps["train"], scene_boxes(scenes["train"]), side,
+                                          det_settings, seed)
+        saved = {"weights": detector.state_dict(), "losses": losses,
+                 "seconds": time.perf_counter() - start}  # as it took when it was trained
+        torch_save(saved, det_path)
+    det_losses = list(saved["losses"])
     detector.eval()
     test = scenes["test"]
     with timer(seconds, "detector-test"):
@@ -694,6 +702,8 @@ def _object_seed(folder, seed: int) -> ObjectSeed:
     matched, _ = match_detections(detections, test)
     rows = [dict(model="detector", method="detector", domain="all", metric=m, value=v)
             for m, v in detection_quality(detections, test).items()]
+    rows.append(dict(model="cost", method="detector_training", domain="all",
+                     metric="train_seconds", value=float(saved["seconds"])))
 
     # ---- every condition's embeddings of the test objects, the clean items, the scenes
     universal = folder.student("kl", seed).model

@@ -120,6 +120,8 @@ class Profile(Validated):
     threads: int = _f(0, "train", "CPU threads while training (0: torch's default); small heads on "
                       "cached features train fastest on 1")
     amp: str = _f("auto", "train", "bfloat16 autocast on CUDA (see ue_lib.device)")
+    deterministic: bool = _f(False, "train", "deterministic algorithms (torch and cuDNN): the same "
+                             "seed gives the same numbers on a GPU too, at some speed (README)")
     workers: int = _f(1, "train", "notebooks 06-07 train and score their independent models in "
                       "this many processes (1: in the notebook's own); the numbers do not change")
     # ---- distillation (students only)
@@ -161,8 +163,8 @@ class Profile(Validated):
                             "auto: the graded rung with the best validation nDCG")
     sgml_ks: str = _f("1,5,10", "notebook", "K of Recall@K, coarse Recall@K and nDCG@K")
     # ---- object embeddings (notebook 08; ue_lib.objects, ue_lib.data.scenes)
-    objects_domains: str = _f("", "notebook", "domains whose items are pasted into scenes (a subset "
-                              "of domains; empty: all of them)")
+    objects_domains: str = _f("", "notebook", "domains whose items are pasted into scenes (those "
+                              "of them the run has; empty: all the run's domains)")
     objects_scenes: str = _f("800,200,300", "notebook", "scenes in the train, val and test splits")
     objects_scene_params: dict = _f(dict, "notebook", "changes to ue_lib.data.scenes.make_scenes' "
                                     "defaults, e.g. {'canvas': 96, 'scale': (24, 48)}")
@@ -225,13 +227,8 @@ class Profile(Validated):
         self._check_objects()
 
     def _check_objects(self) -> None:
-        """Notebook 08's settings: its domains are among the profile's, three scene counts, the
-        Ks, the pooling and the detector's settings."""
-        missing = [d for d in self.object_domains() if d not in self.domain_names]
-        if missing:
-            raise ValueError(f"Profile.objects_domains: {missing} not among the "
-                             f"profile's domains {self.domain_names}; e.g. -p objects_domains "
-                             f"fashion,glyphs")
+        """Notebook 08's settings: three scene counts, the Ks, the pooling and the detector's
+        settings (its domains are checked where they are used: `object_domains`)."""
         self.scene_counts()
         self.k_list("objects_ks")
         choice("Profile", "objects_pooling", self.objects_pooling, ("avg", "max", "gem"))
@@ -247,8 +244,15 @@ class Profile(Validated):
         detector_settings(self.objects_detector)
 
     def object_domains(self) -> list[str]:
-        """Notebook 08's domains: `objects_domains`, or all the profile's when it is empty."""
-        return self.methods("objects_domains") or self.domain_names
+        """Notebook 08's domains: those of `objects_domains` that the profile has (`--domains`
+        may narrow them), or all the profile's when it is empty; ValueError when none is left."""
+        wanted = self.methods("objects_domains")
+        names = [d for d in wanted if d in self.domain_names] if wanted else self.domain_names
+        if not names:
+            raise ValueError(f"Profile.objects_domains {wanted} has none of the profile's domains "
+                             f"{self.domain_names}; e.g. -p objects_domains "
+                             f"{','.join(self.domain_names)}")
+        return names
 
     def scene_counts(self) -> dict[str, int]:
         """`objects_scenes` as {"train": n, "val": n, "test": n}."""

@@ -1443,6 +1443,16 @@ def object_table(rows: pd.DataFrame, task: str, metrics: Sequence[str]) -> pd.Da
     return table.rename(index=lambda m: CONDITIONS.get(m, m))
 
 
+def detector_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Notebook 08's detector: its test quality (recall and precision at IoU >= 0.5, mean IoU of
+    each object's best detection, detections per scene) and its training seconds, mean ± std
+    over seeds."""
+    r = rows[(rows.model == "detector") | ((rows.model == "cost") &
+                                           (rows.metric == "train_seconds"))]
+    table = r.groupby("metric", sort=False).value.agg(_mean_std).to_frame().T
+    return table.rename(index={"value": f"mean ± std over {r.seed.nunique()} seeds"})
+
+
 def _pipeline_totals(rows: pd.DataFrame) -> tuple[pd.Series, pd.DataFrame]:
     """Per seed: the shared milliseconds per test image (scene pass + detector) and, per method
     (the teacher and the students), its own."""

@@ -108,9 +108,12 @@ class TrainJob:
     def config(self) -> dict:
         """Everything that determines the model's numbers (computed once)."""
         p = self.profile
+        train = {name: getattr(p, name) for name in TRAIN_SETTINGS}
+        if p.deterministic:  # only when set: the models trained before it existed keep their key
+            train["deterministic"] = True
         return {"domains": list(self.domains), "data": data_fingerprint(self.domains),
                 "model": ModelSettings.part_of(p).to_dict(), "optim": p.group("optim"),
-                "train": {name: getattr(p, name) for name in TRAIN_SETTINGS},
+                "train": train,
                 "objective": self.objective.config(), "seed": self.seed,
                 "selection_metric": self.selection_metric}
 
@@ -142,6 +145,26 @@ class ModelStore:
             raise ValueError(f"{self.folder / CHECKPOINT} was written by a run with other settings "
                              f"or data; use another output folder or delete it to start afresh")
         return state
+
+    @contextlib.contextmanager
+    def training(self):
+        """Held while this process trains the model: an exclusive lock on ``<folder>/.lock``
+        (``fcntl.flock``), so that two processes that need the same missing model (two sweep
+        points on Dask workers, two notebooks' worker pools) do not train it at once: the
+        second waits, then finds it finished. No folder, or a process that does not write (a
+        torchrun rank > 0): no lock."""
+        if not self.writes:
+            yield
+            return
+        import fcntl
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / ".lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # waits while another process trains it
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def save_checkpoint(self, state: dict) -> None:
         if self.writes:
@@ -341,6 +364,17 @@ class _Trainer:
             x = self.jitter(x)
         return Batch(name, idx, x, self.labels[name][idx].to(self.device))
 
+    def _whole_batch(self, batch: Batch, emb: torch.Tensor) -> tuple[Batch, torch.Tensor]:
+        """Under torchrun: the whole P x K batch on every rank (`DistContext.gather_batch`), so
+        the objective computes the loss one process would (see `ue_lib.distributed`)."""
+        if not self.ctx.enabled:
+            return batch, emb
+        k, gather = self.job.profile.k, self.ctx.gather_batch
+        inputs = gather(batch.inputs, k) if self.objective.needs_inputs else batch.inputs
+        whole = Batch(batch.domain, gather(batch.index.to(self.device), k).cpu(), inputs,
+                      gather(batch.labels, k))
+        return whole, gather(emb, k, grad=True)
+
     def train_epoch(self, epoch: int, batch_bar: bool) -> None:
         p, seed = self.job.profile, self.job.seed
         self.model.train()
@@ -354,10 +388,13 @@ class _Trainer:
             batch = self._batch(name, idx, images)
             with autocast(p.amp, self.device):
                 emb = self.net(batch.inputs).float()
+            batch, emb = self._whole_batch(batch, emb)
             loss = self.objective.loss(batch, emb)
-            if not torch.isfinite(loss):
+            bad = self.ctx.any(not bool(torch.isfinite(loss)), self.device)  # all stop together
+            if bad:
+                where = f" on rank(s) {bad}" if self.ctx.enabled else f" ({loss.item()})"
                 raise FloatingPointError(
-                    f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, batch {b + 1} "
+                    f"non-finite loss{where} at epoch {epoch + 1}, batch {b + 1} "
                     f"(domain {name!r}, loss {self.objective.describe()}); lower the learning "
                     f"rate (now {p.lr}) or check the inputs of that domain")
             self.opt.zero_grad(set_to_none=True)
@@ -414,6 +451,29 @@ def cpu_threads(n: int):
         torch.set_num_threads(before)
 
 
+@contextlib.contextmanager
+def deterministic_algorithms(on: bool):
+    """With `on`: torch's deterministic algorithms (``torch.use_deterministic_algorithms``; an op
+    without one raises, naming it), cuDNN's deterministic convolutions without autotuning, and
+    the cuBLAS workspace setting they need (``CUBLAS_WORKSPACE_CONFIG``, set if unset); the
+    previous state is restored after. Off: nothing changes."""
+    if not on:
+        yield
+        return
+    import os
+
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+              torch.backends.cudnn.benchmark)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[1:]
+
+
 def train(job: TrainJob, out_dir: str | Path | None = None, resume: bool = True,
           progress: bool = True, on_epoch_end: Callable[[int, pd.DataFrame], None] | None = None
           ) -> TrainResult:
@@ -422,8 +482,13 @@ def train(job: TrainJob, out_dir: str | Path | None = None, resume: bool = True,
     store = ModelStore(out_dir, job.fingerprint, writes=ctx.is_main)  # only rank 0 writes
     if resume and (done := store.finished()) is not None:
         return done
-    with cpu_threads(job.profile.threads):
-        return _train(job, ctx, store, resume, progress, on_epoch_end)
+    # one process at a time per model folder (under torchrun only rank 0 writes: the others
+    # train with it and take no lock)
+    with store.training() if not ctx.enabled else contextlib.nullcontext():
+        if resume and (done := store.finished()) is not None:  # another process made it meanwhile
+            return done
+        with cpu_threads(job.profile.threads), deterministic_algorithms(job.profile.deterministic):
+            return _train(job, ctx, store, resume, progress, on_epoch_end)
 
 
 def _train(job: TrainJob, ctx, store: ModelStore, resume: bool, progress: bool,
