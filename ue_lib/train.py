@@ -15,9 +15,10 @@ exactly the numbers of an uninterrupted run.
 
 In-memory images are indexed directly; file-backed ones (`ue_lib.data.files`) are decoded,
 cropped and flipped by DataLoader workers. On CUDA the loop runs in bfloat16 autocast with
-channels-last tensors (`ue_lib.device`). Under `torchrun` every process trains on its share
-of each batch with DistributedDataParallel, and rank 0 evaluates and writes
-(`ue_lib.distributed`).
+channels-last tensors (`ue_lib.device`). Under `torchrun` every process embeds its share of
+each batch with DistributedDataParallel, gathers the whole batch and computes its loss (the
+gradient is one process's), and rank 0 evaluates and writes (`ue_lib.distributed`). While a
+model trains its folder is locked, so two processes never train the same model at once.
 """
 
 from __future__ import annotations
@@ -151,8 +152,9 @@ class ModelStore:
         """Held while this process trains the model: an exclusive lock on ``<folder>/.lock``
         (``fcntl.flock``), so that two processes that need the same missing model (two sweep
         points on Dask workers, two notebooks' worker pools) do not train it at once: the
-        second waits, then finds it finished. No folder, or a process that does not write (a
-        torchrun rank > 0): no lock."""
+        second waits, then finds it finished. No folder, or a process that does not write: no
+        lock. `train` takes none under torchrun (rank 0 waiting on a lock would leave the other
+        ranks waiting in a collective)."""
         if not self.writes:
             yield
             return
