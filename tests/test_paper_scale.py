@@ -69,7 +69,9 @@ def test_ue_run_paper_profile_end_to_end_on_fixtures(tmp_path):
     out = tmp_path / "paper"
     coco = tmp_path / "coco.pth"  # notebook 08's detector, offline: a local weights file
     torch.save(fasterrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None).state_dict(), coco)
-    r = ue("run", "--profile", "paper", "--out", out,
+    # notebooks 06 and 07 are left out: OPQN's 256-codeword codebooks need more training
+    # vectors than these fixtures hold, and the fixtures have no attribute files
+    r = ue("run", "--profile", "paper", "--out", out, "--only", "01", "02", "03", "04", "05", "08",
            *_p({**SHRINK, "seeds": "0,1", "ablation_grid": "{'kl.temperature': [0.1]}",
                 "objects_coco_weights": coco, "objects_coco_size": 64}),
            env={"UE_DATA": str(root)}, timeout=3000)
