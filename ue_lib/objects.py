@@ -499,12 +499,6 @@ def splice(scenes: SceneSet, domains: dict, n: int, seed: int) -> Spliced:
     return Spliced(np.stack(images), np.asarray(sources, dtype=np.int64), boxes, groups)
 
 
-__all__ = ["POOLINGS", "pool_map", "box_features", "SceneTrunk", "DetectorSettings",
-           "detector_settings", "ObjectDetector", "scene_boxes", "train_detector",
-           "match_detections", "detection_quality", "crops", "GuidedStudent",
-           "max_pair_similarity", "source_recall", "timer", "Spliced", "splice"]
-
-
 # ----------------------------------------------------------------------------- one seed of notebook 08
 
 DETECTOR_VERSION = 3  # bump when ObjectDetector or train_detector change: kept detectors retrain
@@ -1028,3 +1022,11 @@ def box_views(folder, seed: int | None = None) -> pd.DataFrame:
                               domain=name, split="test", metric=m, value=v, seed=seed, epoch=0)
                          for m, v in split_metrics(e, split).items()]
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+__all__ = ["POOLINGS", "pool_map", "box_features", "SceneTrunk", "DetectorSettings",
+           "detector_settings", "ObjectDetector", "scene_boxes", "train_detector",
+           "match_detections", "detection_quality", "crops", "GuidedStudent",
+           "max_pair_similarity", "source_recall", "top_matches", "timer", "Spliced", "splice",
+           "ObjectSeed", "object_scenes", "object_experiment", "object_seed", "scenes_supported",
+           "box_domains", "feature_map", "box_pooled", "coco_detector", "top_boxes", "box_views"]
