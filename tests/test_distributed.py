@@ -58,6 +58,7 @@ def _gradient_worker(rank: int, world: int, init: str, out: str) -> None:
     x, labels, teacher = _fixed_batch()
     index = torch.tensor([i for c in range(rank, P, world) for i in range(c * K, (c + 1) * K)])
     net = DistributedDataParallel(_model())
+    ctx.check_shares(len(index), K)
     results = {}
     for name in LOSSES:
         net.zero_grad()

@@ -97,22 +97,27 @@ class DistContext:
         dist.all_gather(flags, torch.tensor([float(flag)], device=device))
         return [r for r, f in enumerate(flags) if f.item()]
 
+    def check_shares(self, n: int, k: int, device: torch.device | str = "cpu") -> None:
+        """Every rank holds `n` items of this batch, whole classes of `k` (what `gather_batch`
+        needs); else a ValueError on every rank naming the shares and the fix."""
+        if not self.enabled:
+            return
+        sizes = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(self.world_size)]
+        dist.all_gather(sizes, torch.tensor([n], device=device))
+        if len({int(s) for s in sizes}) != 1 or n % k:
+            raise ValueError(f"the ranks hold {[int(s) for s in sizes]} items of one batch: each must "
+                             f"hold the same number of whole classes of {k} items; choose P (the `p` "
+                             f"setting) divisible by the {self.world_size} processes and domains with "
+                             f"at least P classes")
+
     def gather_batch(self, tensor: torch.Tensor, k: int, grad: bool = False) -> torch.Tensor:
         """The whole P x K batch from each rank's share of it, in the one-process order: rank r
         holds classes r, r + N, r + 2N, ... of the batch, K consecutive items each
         (``MultiDomainBatchSampler``), so the shares are interleaved back class by class. With
         `grad`, through ``torch.distributed.nn.functional.all_gather`` (differentiable). Every
-        rank must hold as many classes (P divisible by the number of processes)."""
+        rank must hold as many whole classes (`check_shares`, once per batch)."""
         if not self.enabled:
             return tensor
-        sizes = [torch.zeros(1, dtype=torch.long, device=tensor.device)
-                 for _ in range(self.world_size)]
-        dist.all_gather(sizes, torch.tensor([len(tensor)], device=tensor.device))
-        if len({int(s) for s in sizes}) != 1 or len(tensor) % k:
-            raise ValueError(f"the ranks hold {[int(s) for s in sizes]} items of one batch: each must "
-                             f"hold the same number of whole classes of {k} items; choose P (the `p` "
-                             f"setting) divisible by the {self.world_size} processes and domains with "
-                             f"at least P classes")
         if grad:
             import torch.distributed.nn.functional as dist_nn
 

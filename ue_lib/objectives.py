@@ -311,20 +311,30 @@ class Distillation(Objective):
         self.distill = nn.ModuleDict()
         self.cache: dict[str, torch.Tensor] = {}
         for name, d in setup.domains.items():
-            teacher = self.teachers[name].to(setup.device, memory_format=memory_format(setup.device))
-            teacher.eval().requires_grad_(False)
-            t_dim = getattr(teacher, "embedding_dim", setup.embedding_dim)
+            t_dim, table = self.teacher_table(name, d, setup)
             self.distill[name] = make_distillation_loss(
                 self.method, student_dim=setup.embedding_dim, teacher_dim=t_dim, **p.loss(self.method))
-            if not p.augment:  # inputs never change: embed the training set once
-                self.cache[name] = torch.from_numpy(embed(
-                    teacher, model_inputs(teacher, d.train), p.eval_batch_size, amp=p.amp)
-                ).to(setup.device)
+            if table is not None:
+                self.cache[name] = table.to(setup.device)
         self.teacher_val: dict[str, float] = {}
         if self.domain_schedule == "dynamic":  # the teachers' own validation scores, once
             self.teacher_val = {n: setup.evaluate(self.teachers[n], {n: d}, "val")[n][
                 setup.selection_metric] for n, d in setup.domains.items()}
             self.selection_metric = setup.selection_metric
+
+    def teacher_table(self, name: str, domain: Domain, setup: Setup
+                      ) -> tuple[int, torch.Tensor | None]:
+        """Domain `name`'s teacher, made ready: its embedding size, and its embeddings of the
+        training split (row i: item i) when the inputs never change (no augmentation), else
+        None (`targets` then embeds each batch)."""
+        p = self.profile
+        teacher = self.teachers[name].to(setup.device, memory_format=memory_format(setup.device))
+        teacher.eval().requires_grad_(False)
+        t_dim = getattr(teacher, "embedding_dim", setup.embedding_dim)
+        if p.augment:
+            return t_dim, None
+        return t_dim, torch.from_numpy(embed(teacher, model_inputs(teacher, domain.train),
+                                             p.eval_batch_size, amp=p.amp))
 
     @property
     def needs_inputs(self) -> bool:

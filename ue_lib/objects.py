@@ -63,7 +63,7 @@ from torchvision.models.detection.rpn import AnchorGenerator, RegionProposalNetw
 from torchvision.ops import MultiScaleRoIAlign, box_iou, roi_align
 
 from .config import Validated, positive
-from .data.scenes import SceneSet, cache_file, foreground_mask, iou, object_patch
+from .data.scenes import SceneSet, cache_file, iou, object_patch, paste_patch
 from .evaluate import TIE_EPS
 from .io import RESULT_COLUMNS
 from .models import LITE0_MEAN, LITE0_STD
@@ -343,6 +343,7 @@ class GuidedStudent(Distillation):
     given as its embeddings, so it runs once per object, outside the loop."""
 
     kind = "guided"
+    follows_lag = False  # its teachers are tables: there is no teacher score to lag behind
 
     def __init__(self, profile, method: str, targets: dict[str, np.ndarray], roi: dict):
         super().__init__(profile, method, teachers={})
@@ -371,20 +372,9 @@ class GuidedStudent(Distillation):
                 raise ValueError(f"guided student: {len(self.targets_np[name])} teacher "
                                  f"embeddings for {len(d.train)} training objects of {name!r}")
 
-    def prepare(self, setup: Setup) -> None:
-        from .losses import make_distillation_loss
-
-        self.device, p = setup.device, self.profile
-        if p.metric_weight > 0:
-            from .objectives import _seeded_metric_loss
-
-            self.metric = _seeded_metric_loss(p, setup)
-        self.distill = nn.ModuleDict({
-            name: make_distillation_loss(self.method, student_dim=setup.embedding_dim,
-                                         teacher_dim=self.targets_np[name].shape[1],
-                                         **p.loss(self.method)) for name in setup.domains})
-        self.cache = {n: torch.from_numpy(t).to(setup.device) for n, t in self.targets_np.items()}
-        self.teacher_val = {}
+    def teacher_table(self, name: str, domain, setup: Setup) -> tuple[int, torch.Tensor]:
+        table = torch.from_numpy(self.targets_np[name])
+        return table.shape[1], table
 
 
 # ----------------------------------------------------------------------------- retrieval
@@ -489,9 +479,7 @@ def splice(scenes: SceneSet, domains: dict, n: int, seed: int) -> Spliced:
         patch = object_patch(doms[scenes.domain[row]].splits[scenes.split].images[scenes.item[row]],
                              side)
         canvas = scenes.images[host].transpose(1, 2, 0).copy()
-        mask = foreground_mask(patch, p["foreground_threshold"]) if p["paste"] == "foreground" \
-            else np.ones(patch.shape[:2], dtype=bool)
-        canvas[y:y + side, x:x + side][mask] = patch[mask]
+        paste_patch(canvas, patch, x, y, p)  # as the scenes paste their objects
         images.append(canvas.transpose(2, 0, 1))
         sources.append([host, donor])
         boxes.append(np.concatenate([scenes.box[host_rows], [box]]).astype(np.float32))
@@ -506,13 +494,12 @@ DETECTOR_VERSION = 3  # bump when ObjectDetector or train_detector change: kept 
 
 @dataclass
 class ObjectSeed:
-    """What one seed of notebook 08 measured: result ``rows`` (dicts of results.csv), the
-    detector's training losses, and small examples for the figures (seed's first test scenes
-    with their oracle and detected boxes; a few object queries with their top gallery items)."""
+    """What one seed of notebook 08 measured: result ``rows`` (dicts of results.csv) and small
+    examples for the figures (the seed's first test scenes with their oracle and detected boxes;
+    a few object queries with their top gallery items)."""
 
     seed: int
     rows: list[dict]
-    detector_losses: list[float]
     examples: dict
 
 
@@ -638,7 +625,8 @@ def _object_seed(folder, seed: int) -> ObjectSeed:
     for split, ss in scenes.items():
         with timer(seconds, f"maps-{split}"):
             maps[split] = trunk.maps(ss.images)
-        roi[split] = trunk.objects(maps[split], scene_boxes(ss), side)
+        with timer(seconds, f"student-{split}"):  # the student's own pass, timed on test
+            roi[split] = trunk.objects(maps[split], scene_boxes(ss), side)
         with timer(seconds, f"teacher-{split}"):
             crop[split] = crops(ss, size=p.image_size)
     # the teacher: each object's domain specialist on its crop; the training and validation
@@ -688,7 +676,6 @@ def _object_seed(folder, seed: int) -> ObjectSeed:
         saved = {"weights": detector.state_dict(), "losses": losses,
                  "seconds": time.perf_counter() - start}  # as it took when it was trained
         torch_save(saved, det_path)
-    det_losses = list(saved["losses"])
     detector.eval()
     test = scenes["test"]
     with timer(seconds, "detector-test"):
@@ -701,13 +688,11 @@ def _object_seed(folder, seed: int) -> ObjectSeed:
 
     # ---- every condition's embeddings of the test objects, the clean items, the scenes
     universal = folder.student("kl", seed).model
-    with timer(seconds, "student-test"):
-        roi["test"] = trunk.objects(maps["test"], scene_boxes(test), side)
     student_emb = {}
     for guide, model in students.items():
         with timer(seconds, f"student-head-{guide}"):
             student_emb[guide] = _embed_features(model, roi["test"])
-    whole = trunk.whole(maps["test"])
+    scene_emb = _embed_features(universal, trunk.whole(maps["test"]))  # (i), one per scene
     detected_roi = trunk.objects(maps["test"], _per_scene(matched, test), side)
     rng = np.random.default_rng([seed, 80])
     clean = {}
@@ -715,11 +700,10 @@ def _object_seed(folder, seed: int) -> ObjectSeed:
         items = np.sort(rng.choice(len(source[n].test), min(p.objects_gallery, len(source[n].test)),
                                    replace=False))
         clean[d] = items
-    oracle_boxes = scene_boxes(test)
-    det_feat = detector.features(maps["test"], oracle_boxes, side, p.objects_roi_size,
+    det_feat = detector.features(maps["test"], scene_boxes(test), side, p.objects_roi_size,
                                  p.objects_pooling, p.objects_gem_p).numpy()
     conditions = {
-        "global": lambda: _embed_features(universal, whole[test.scene]),
+        "global": lambda: scene_emb[test.scene],
         "roi_oracle": lambda: _embed_features(universal, roi["test"]),
         "roi_detected": lambda: _embed_features(universal, detected_roi),
         "teacher_crop": lambda: teacher["test"],
@@ -728,7 +712,7 @@ def _object_seed(folder, seed: int) -> ObjectSeed:
         "trunk_features": lambda: roi["test"].numpy(),
     }
 
-    def clean_embeddings(method: str, d: int) -> np.ndarray:
+    def clean_embedding(method: str, d: int) -> np.ndarray:
         n = names[d]
         feats = torch.from_numpy(np.asarray(source[n].test.features[clean[d]], np.float32))
         if method in ("global", "roi_oracle", "roi_detected"):
@@ -746,11 +730,13 @@ def _object_seed(folder, seed: int) -> ObjectSeed:
                                  p.objects_pooling, p.objects_gem_p).numpy()
 
     object_emb = {m: f() for m, f in conditions.items()}
+    clean_emb = {(m, d): clean_embedding(m, d) for m in conditions for d in range(len(names))
+                 if np.any(test.domain == d)}
     for method, q_emb in object_emb.items():
         for d, n in enumerate(names):
             if not np.any(test.domain == d):
                 continue
-            metrics = _object_retrieval(q_emb, clean_embeddings(method, d), test, d, clean[d],
+            metrics = _object_retrieval(q_emb, clean_emb[method, d], test, d, clean[d],
                                         source[n].test.labels[clean[d]], ks)
             rows += [dict(model="objects", method=method, domain=n, metric=m, value=v)
                      for m, v in metrics.items() if m.startswith("recall@") or m == "map@r"]
@@ -775,7 +761,7 @@ def _object_seed(folder, seed: int) -> ObjectSeed:
     one = np.arange(len(test))
     spliced_sets = {  # (query objects, their owners, gallery objects, owners, groups or None)
         "global": (_embed_features(universal, trunk.whole(s_maps)), np.arange(len(s_maps)),
-                   _embed_features(universal, whole), one, None),
+                   scene_emb, one, None),
         "roi_oracle": (_embed_features(universal, s_roi), s_owner, object_emb["roi_oracle"],
                        test.scene, None),
         "roi_detected": (_embed_features(universal, trunk.objects(s_maps, s_det_boxes, side)),
@@ -809,15 +795,15 @@ def _object_seed(folder, seed: int) -> ObjectSeed:
     first = list(range(min(6, n_scenes)))
     examples = {"images": test.images[first], "boxes": [test.box[test.objects_of(i)] for i in first],
                 "detections": [detections[i]["boxes"] for i in first],
-                "gallery": _gallery_example(object_emb, clean_embeddings, test, names, source, clean,
+                "gallery": _gallery_example(object_emb, clean_emb, test, names, source, clean,
                                             crop["test"])}
-    return ObjectSeed(seed, rows, det_losses, examples)
+    return ObjectSeed(seed, rows, examples)
 
 
 GALLERY_CONDITIONS = ("global", "roi_detected", "teacher_crop", "student_kl")
 
 
-def _gallery_example(object_emb: dict, clean_embeddings, test: SceneSet, names: list[str],
+def _gallery_example(object_emb: dict, clean_emb: dict, test: SceneSet, names: list[str],
                      source: dict, clean: dict, object_crops: np.ndarray, k: int = 5) -> dict:
     """For one query object per domain: its crop, and per condition of `GALLERY_CONDITIONS` its
     top `k` gallery images (clean items or other scenes' objects) and whether each is of the
@@ -833,7 +819,7 @@ def _gallery_example(object_emb: dict, clean_embeddings, test: SceneSet, names: 
     for method in [m for m in GALLERY_CONDITIONS if m in object_emb]:
         images, correct = [], []
         for d, n, rows, exclude in picks:
-            gallery = np.concatenate([clean_embeddings(method, d), object_emb[method][rows]])
+            gallery = np.concatenate([clean_emb[method, d], object_emb[method][rows]])
             top = top_matches(object_emb[method][rows[:1]], gallery, exclude[:1], k)[0]
             items = source[n].test.images[clean[d]]
             labels = np.concatenate([source[n].test.labels[clean[d]], test.label[rows]])

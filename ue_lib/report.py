@@ -1550,9 +1550,7 @@ def findings_markdown(findings: pd.DataFrame, rules: Rules = Rules()) -> str:
 
 def cost_sentence(costs: pd.DataFrame, rows: pd.DataFrame, metric: str = "recall@1") -> str:
     """The time/accuracy trade-off of the teacher and the students, in one Markdown sentence."""
-    objects = condition_rows(rows, "objects")
-    acc = objects[objects.metric == metric].groupby(["model", "seed"]).value.mean() \
-        .groupby("model").mean()
+    acc = tradeoff_points(rows, metric).set_index("method").value
     if "teacher_crop" not in costs.method.values:
         return "No teacher was timed."
     teacher = costs[costs.method == "teacher_crop"].iloc[0]

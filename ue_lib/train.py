@@ -372,6 +372,7 @@ class _Trainer:
         if not self.ctx.enabled:
             return batch, emb
         k, gather = self.job.profile.k, self.ctx.gather_batch
+        self.ctx.check_shares(len(emb), k, self.device)
         inputs = gather(batch.inputs, k) if self.objective.needs_inputs else batch.inputs
         whole = Batch(batch.domain, gather(batch.index.to(self.device), k).cpu(), inputs,
                       gather(batch.labels, k))

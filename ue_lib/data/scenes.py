@@ -359,10 +359,10 @@ def foreground_mask(patch: np.ndarray, threshold: int) -> np.ndarray:
     return np.asarray(grown) > 0
 
 
-def _paste(canvas: np.ndarray, patch: np.ndarray, x: int, y: int, p: dict,
+def paste_patch(canvas: np.ndarray, patch: np.ndarray, x: int, y: int, p: dict,
            mask: np.ndarray | None = None) -> None:
-    """Paste `patch` at (x, y): whole (``opaque``) or its foreground (`mask`, computed when
-    not given)."""
+    """Paste `patch` (uint8 (h, w, 3)) into `canvas` at (x, y) as the scene parameters `p` say:
+    whole (``paste="opaque"``) or its foreground (`mask`, `foreground_mask` when not given)."""
     h, w = patch.shape[:2]
     if p["paste"] == "opaque":
         canvas[y:y + h, x:x + w] = patch
@@ -501,7 +501,7 @@ def _make_split(pool: _Pool, n_scenes: int, p: dict, rng: np.random.Generator) -
                 if fg[cy:cy + fh, cx:cx + fw].mean() >= p["fragment_foreground"]:
                     break
             x, y = int(rng.integers(0, side - fw + 1)), int(rng.integers(0, side - fh + 1))
-            _paste(canvas, patch[cy:cy + fh, cx:cx + fw], x, y, p, fg[cy:cy + fh, cx:cx + fw])
+            paste_patch(canvas, patch[cy:cy + fh, cx:cx + fw], x, y, p, fg[cy:cy + fh, cx:cx + fw])
             frag["fragment_scene"].append(s)
             frag["fragment_domain"].append(key[0])
             frag["fragment_item"].append(key[1])
@@ -515,7 +515,7 @@ def _make_split(pool: _Pool, n_scenes: int, p: dict, rng: np.random.Generator) -
         top = np.full((side, side), -1, dtype=np.int32)
         placed = []
         for k, (key, (x1, y1, x2, y2)) in enumerate(zip(keys, boxes)):
-            _paste(canvas, object_patch(pool.image(key), max(x2 - x1, y2 - y1)), x1, y1, p)
+            paste_patch(canvas, object_patch(pool.image(key), max(x2 - x1, y2 - y1)), x1, y1, p)
             top[y1:y2, x1:x2] = k
             placed.append((key, [x1, y1, x2, y2]))
         for k, (key, box) in enumerate(placed):
