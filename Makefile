@@ -14,7 +14,7 @@ ifeq ($(origin UE_DATA), undefined)
   endif
 endif
 
-.PHONY: venv test test-slow demo bench lint clean
+.PHONY: venv test test-slow demo bench lint structure clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,10 @@ bench: venv
 	$(PY) -m ue_lib.bench train
 
 lint: venv
-	$(VENV)/bin/ruff check ue_lib tests
+	$(VENV)/bin/ruff check ue_lib tests tools
+
+structure:
+	$(PYTHON) tools/structure.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

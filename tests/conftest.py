@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from ue_lib.data import resolve_data_root
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))  # `from helpers import …` in every test folder
 
 
 def _cached_root() -> Path | None:
@@ -30,3 +32,26 @@ def data_root() -> Path:
                     f"set UE_DATA to a folder holding omniglot/ and fashion-mnist/")
     os.environ["UE_DATA"] = str(root)  # the `ue` processes the tests start look there too
     return root
+
+
+SENTINEL = {"specialist": "#010101", "naive": "#020202", "teacher": "#030303",
+            "distill:kl": "#040404", "distill:distance_mse": "#050505"}
+DOMAIN_SENTINEL = {"x": "#0a0a0a", "y": "#0b0b0b", "domain A": "#0c0c0c", "domain B": "#0d0d0d"}
+
+
+@pytest.fixture
+def sentinels(monkeypatch):
+    """The palette's entries replaced by colours no default uses (`SENTINEL`, `DOMAIN_SENTINEL`;
+    HIT and MISS #0e0e0e and #0f0f0f), to read back from the drawn artists."""
+    import matplotlib.pyplot as plt
+
+    from ue_lib import figures, palette
+
+    for name, color in SENTINEL.items():
+        monkeypatch.setitem(palette.PALETTE, name, color)
+    for name, color in DOMAIN_SENTINEL.items():
+        monkeypatch.setitem(palette.DOMAIN_COLORS, name, color)
+    monkeypatch.setattr(figures, "HIT", "#0e0e0e")
+    monkeypatch.setattr(figures, "MISS", "#0f0f0f")
+    yield
+    plt.close("all")

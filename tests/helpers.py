@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from ue_lib.data import Domain, Split
+from ue_lib.io import RESULT_COLUMNS
+from ue_lib.universal.histories import peak_epochs
+from ue_lib.universal.verdicts import claims
+from ue_lib.verdicts import Rules
 
 
 def blob_domain(name: str = "blobs", n_classes: int = 12, per_class: int = 6, size: int = 16,
@@ -30,6 +35,16 @@ def blob_domain(name: str = "blobs", n_classes: int = 12, per_class: int = 6, si
 
 
 # ----------------------------------------------------------------------------- metrics
+
+def patch_search(monkeypatch, name: str, value) -> None:
+    """Set `name` (a constant or function of the exact search, `ue_lib.evaluate.search`) in every
+    evaluation module that holds it, so the metrics use the patched one."""
+    from ue_lib.evaluate import graded, ranking, retrieval, search
+
+    for module in (search, retrieval, graded, ranking):
+        if hasattr(module, name):
+            monkeypatch.setattr(module, name, value)
+
 
 def at_angles(*degrees: float) -> np.ndarray:
     """Unit vectors in the plane at these angles (degrees): exact, easy-to-read cosines."""
@@ -137,3 +152,96 @@ def folder_task(folder, x: int, fail: bool = False) -> tuple:
     if fail:
         raise ValueError(f"task {x} failed on purpose")
     return x * x, folder.notebook, folder.profile.workers, os.getpid(), torch.get_num_threads()
+
+
+# ----------------------------------------------------------------------------- result tables
+
+DOMAINS = ["A", "B", "C"]
+
+
+def history(val: dict[str, list[float]], test: dict[str, list[float]] | None = None,
+            every: int = 2, metric: str = "recall@1") -> pd.DataFrame:
+    """A learning-curve history: per domain the values at epochs every, 2*every, …"""
+    rows = []
+    for split, curves in (("val", val), ("test", test or {})):
+        for domain, values in curves.items():
+            rows += [{"epoch": every * (i + 1), "domain": domain, "split": split, "metric": metric,
+                      "value": v} for i, v in enumerate(values)]
+    return pd.DataFrame(rows, columns=["epoch", "domain", "split", "metric", "value"])
+
+
+def results(spec: dict[str, dict[str, list[float]]], metric: str = "recall@1",
+            notebook: str = "04_final_results") -> pd.DataFrame:
+    """Result rows from {model name: {domain: [value per seed 0, 1, …]}}; 'distill:kl' is the
+    distill model with method kl."""
+    rows = []
+    for name, per_domain in spec.items():
+        model, _, method = name.partition(":")
+        for domain, values in per_domain.items():
+            rows += [{"notebook": notebook, "model": model, "method": method or "multi_similarity",
+                      "domain": domain, "split": "test", "metric": metric, "value": v, "seed": s,
+                      "epoch": 4} for s, v in enumerate(values)]
+    # the name as given is each row's model name (`ue_lib.verdicts.model_names`)
+    table = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    return table.assign(model_name=[f"{r.model}:{r.method}" if r.model == "distill" else r.model
+                                    for r in table.itertuples()])
+
+
+def paired(a: str, b: str, diffs: dict[str, list[float]], base: float = 0.5) -> pd.DataFrame:
+    """Results where a - b equals `diffs` per domain and seed."""
+    return results({a: {d: [base + x for x in v] for d, v in diffs.items()},
+                    b: {d: [base] * len(v) for d, v in diffs.items()}})
+
+
+def peak_table(curves: dict[str, list[float]], rules: Rules | None = None) -> pd.DataFrame:
+    return peak_epochs(history(curves), rules=rules or Rules())
+
+
+def cost_table(costs: dict[str, float]) -> pd.DataFrame:
+    return pd.DataFrame({"domain": list(costs), "cost": list(costs.values())})
+
+
+RISING = [0.1, 0.2, 0.3, 0.4]
+
+
+OVERFIT = [0.6, 0.5, 0.5, 0.5]
+
+
+FLAT = [0.5, 0.5, 0.5, 0.5]
+
+
+def claim(verdict: pd.DataFrame, text: str) -> pd.Series:
+    rows = verdict[verdict.claim == text]
+    assert len(rows) == 1, list(verdict.claim)
+    return rows.iloc[0]
+
+
+def full_results(**diffs: dict[str, list[float]]) -> pd.DataFrame:
+    """specialist, naive, distill:kl, distill:distance_mse on DOMAINS with one seed; keyword
+    arguments replace the per-domain values of a model (named with '_' for ':')."""
+    spec = {"specialist": {d: [0.60] for d in DOMAINS}, "naive": {d: [0.50] for d in DOMAINS},
+            "distill:kl": {d: [0.59] for d in DOMAINS}, "distill:distance_mse": {d: [0.55] for d in DOMAINS}}
+    for name, values in diffs.items():
+        spec[name.replace("_", ":", 1) if name.startswith("distill") else name] = values
+    return results(spec)
+
+
+def run_claims(res: pd.DataFrame | None = None, peaks=None, costs=None, **kw) -> pd.DataFrame:
+    peaks = peaks if peaks is not None else [peak_table({"A": OVERFIT, "B": RISING, "C": FLAT})]
+    costs = costs if costs is not None else [cost_table({"A": 0.05, "B": 0.0, "C": 0.0})]
+    return claims(full_results() if res is None else res, peaks, costs, DOMAINS, **kw)
+
+
+def trained(batches: dict[str, list[int]], best: int, record_batches: bool = True):
+    """A TrainResult-like model: per domain and epoch 1, 2, … its loss, its batches and val recall@1."""
+    from types import SimpleNamespace
+
+    rows = []
+    for domain, counts in batches.items():
+        for epoch, n in enumerate(counts, 1):
+            at = {"epoch": epoch, "domain": domain}
+            rows += [{**at, "split": "train", "metric": "loss", "value": 1 / epoch},
+                     {**at, "split": "val", "metric": "recall@1", "value": 0.1}]
+            if record_batches:
+                rows.append({**at, "split": "train", "metric": "batches", "value": float(n)})
+    return SimpleNamespace(history=pd.DataFrame(rows), best_epoch=best)

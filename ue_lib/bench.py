@@ -20,7 +20,15 @@ import faiss
 import numpy as np
 import torch
 
-from ue_lib.evaluate import retrieval_metrics
+from .config import ModelSettings
+from .data import load_domains
+from .evaluate import retrieval_metrics
+from .losses import make_metric_loss
+from .models import build_model
+from .profiles import Profile
+from .samplers import MultiDomainBatchSampler
+from .training import TrainJob, train
+from .universal.objectives import Distillation, NaiveFusion
 
 
 def clustered_embeddings(
@@ -172,15 +180,6 @@ def _images_per_second(step: Callable[[int], None], batches: int, batch_size: in
 def bench_train(args: argparse.Namespace) -> None:
     """Training throughput of the small CNN: real data pipeline vs model alone, and one
     distillation epoch (cached teachers) vs one plain metric-learning epoch on the same data."""
-    from ue_lib.config import ModelSettings
-    from ue_lib.data import load_domains
-    from ue_lib.losses import make_metric_loss
-    from ue_lib.models import build_model
-    from ue_lib.objectives import Distillation, NaiveFusion
-    from ue_lib.profiles import Profile
-    from ue_lib.samplers import MultiDomainBatchSampler
-    from ue_lib.train import TrainJob, train
-
     domains = load_domains("scratch", per_domain={"fashion": {"max_per_class": args.fashion_per_class}})
     print(f"torch threads={torch.get_num_threads()}; train images: "
           + ", ".join(f"{n} {len(d.train)}" for n, d in domains.items()))

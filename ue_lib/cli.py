@@ -5,6 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .check import CheckError, check, format_check, record_baseline
+from .data import DataError, load_domains, resolve_data_root
+from .profiles import parse_value
+from .runner import RunError, run
+from .spec import RunSpec
+from .sweep import expand_grid, sweep
+
 EPILOG = """examples:
   ue run --profile mini --out runs/mini
   ue run --profile smoke --out runs/smoke --only 02 03 -p kl.temperature 0.1
@@ -17,8 +24,6 @@ EPILOG = """examples:
 
 
 def _overrides(pairs: list[list[str]] | None) -> dict:
-    from .profiles import parse_value
-
     out = {}
     for pair in pairs or []:
         name, *values = pair
@@ -31,26 +36,24 @@ def _overrides(pairs: list[list[str]] | None) -> dict:
 
 def _spec(args: argparse.Namespace, models_dir: str = ""):
     """The run specification of `ue run` / `ue train` (validated here, once)."""
-    from .spec import RunSpec
-
     return RunSpec(profile=args.profile, out_dir=str(args.out), seed=args.seed,
                    domains=args.domains or "", overrides=_overrides(args.p), models_dir=models_dir)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .runner import run
-
     run(_spec(args), only=args.only)
     return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from . import distributed
-    from .runfolder import train_models
+    from . import distributed  # torch: only `ue train` needs it
+    from .runfolder import RunFolder
+    from .universal.experiments import train_models
 
     try:
         parts = {"parts": tuple(args.parts)} if args.parts else {}
-        done = train_models(_spec(args, models_dir=args.models_dir or ""), **parts)
+        folder = RunFolder(_spec(args, models_dir=args.models_dir or ""), "train")
+        done = train_models(folder, **parts)
         if distributed.context().is_main:
             for name, result in done:
                 print(f"{name:32s} " + ("found" if result.loaded else f"trained in {result.seconds:.1f} s"))
@@ -60,10 +63,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .profiles import parse_value
-    from .spec import RunSpec
-    from .sweep import expand_grid, sweep
-
     params = {}
     for name, *values in args.p:
         if not values:
@@ -82,8 +81,6 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .check import check, format_check, record_baseline
-
     if args.record:
         print(f"baseline recorded: {record_baseline(args.dir, args.baseline)}")
         return 0
@@ -93,8 +90,6 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from .data import load_domains, resolve_data_root
-
     print(f"data root: {resolve_data_root(args.root).resolve()}")
     domains = load_domains(args.domains, args.root, image_size=args.image_size, seed=args.seed,
                            download=not args.no_download, lazy=True)  # benchmarks: files checked, not decoded
@@ -179,10 +174,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .check import CheckError
-    from .data import DataError
-    from .runner import RunError
-
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

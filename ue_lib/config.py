@@ -3,8 +3,9 @@
 Every field is type-checked against its annotation on construction, so a typo or an ill-typed
 value in a notebook's parameters stops with a message that names the field, instead of
 surfacing as a strange result an hour later. The settings themselves (and their defaults) live
-in one place, `ue_lib.profiles.Profile`; `ModelSettings` is the part of a profile that builds a
-network, kept with a trained model so that it can be rebuilt from its file.
+in one place, a profile composed of settings groups (`ue_lib.settings`); `ModelSettings` is the
+part of a profile that builds a network, kept with a trained model so that it can be rebuilt
+from its file.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ process group (NCCL on GPUs, gloo on CPUs). A plain ``python``/notebook process 
 variables and gets a one-process context in which every collective is a no-op, so single-GPU
 and CPU runs need no change.
 
-The training loop (``ue_lib.train``) uses it like this:
+The training loop (``ue_lib.training.loop``) uses it like this:
 
 * every rank draws the same batch schedule and takes its own share of each P x K batch
   (whole classes, see ``MultiDomainBatchSampler(rank=, world_size=)``) and embeds it;

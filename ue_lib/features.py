@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .data import Domain
+from .evaluate import embed
 from .io import atomic_write, slug
 
 FEATURE_DTYPE = np.float32  # exact: the cached path trains like the uncached one
@@ -57,8 +58,6 @@ class FeatureStore:
     def features(self, trunk: nn.Module, key: str, domain: str, images: np.ndarray) -> np.ndarray:
         """`trunk`'s outputs for `images` (uint8 (N, C, H, W)); `key` identifies the trunk, its
         layer and the image size (`ue_lib.models.trunk_key`). Computes only unseen images."""
-        from .evaluate import embed
-
         table, hashes = self._table(domain, key), image_hashes(images)
         new = [h for h in dict.fromkeys(hashes) if h not in table]
         if new:

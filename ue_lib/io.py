@@ -4,21 +4,46 @@ interrupted run never leaves a half-written file behind. Torch-free: `torch_save
 only when called.
 
 `RESULT_COLUMNS` is the one declaration of a results table's columns (`results.csv`, each
-notebook's `results/<notebook>.csv`, the sweep tables).
+notebook's `results/<notebook>.csv`, the sweep tables), and `result_rows` the one builder of its
+rows. `read_sweep` reads a finished sweep folder (`ue sweep` writes it).
 """
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+
+import pandas as pd
 
 RESULT_COLUMNS = ["notebook", "model", "method", "domain", "split", "metric", "value", "seed",
                   "epoch"]
-# metrics that are wall-clock measurements (notebook 06's search time per query, notebook 08's
-# time per image and the detector's training time): shown and kept
-# in results.csv, never compared with a regression baseline, since they vary from run to run
+# metrics that are wall-clock measurements (a search time per query, a time per image, a
+# training time): shown and kept in results.csv, never compared with a regression baseline,
+# since they vary from run to run
 TIMING_METRICS = ("search_us", "ms_per_image", "train_seconds")
+SWEEP_SPEC, SWEEP_TABLE = "sweep.json", "sweep.csv"  # in a sweep folder: its grid, its table
+
+
+def result_rows(metrics: Mapping[str, float], *, notebook: str, model: str, method: str,
+                domain: str, seed: int, epoch: int, split: str = "test") -> list[dict]:
+    """Rows of a results table (`RESULT_COLUMNS`), one per metric of `metrics` ({name: value}),
+    all with the same key: the one place a result row is made."""
+    return [{"notebook": notebook, "model": model, "method": method, "domain": domain,
+             "split": split, "metric": m, "value": v, "seed": seed, "epoch": epoch}
+            for m, v in metrics.items()]
+
+
+def read_sweep(sweep_dir: str | os.PathLike) -> tuple[dict[str, list], pd.DataFrame]:
+    """A finished sweep folder's grid ({parameter: values}) and table (a DataFrame of its
+    `sweep.csv`); FileNotFoundError naming the file and the fix when it has none."""
+    folder = Path(sweep_dir)
+    if not (folder / SWEEP_TABLE).is_file():
+        raise FileNotFoundError(f"{folder / SWEEP_TABLE} not found: run `ue sweep … --out {folder}` "
+                                f"first")
+    spec = json.loads((folder / SWEEP_SPEC).read_text())
+    return spec["params"], pd.read_csv(folder / SWEEP_TABLE)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:

@@ -392,6 +392,13 @@ def split_stage(cfg: ModelSettings) -> int | None:
     return EfficientNetLite0.num_stages - cfg.trainable_stages
 
 
+def caches_features(settings) -> bool:
+    """Whether `settings` (a profile, or any object with the fields of `ModelSettings`) trains
+    on cached outputs of a frozen trunk (`ue_lib.features`)."""
+    cfg = ModelSettings.part_of(settings)
+    return split_stage(cfg) is not None and cfg.cache_features
+
+
 def trunk_key(cfg: ModelSettings, image_size: int) -> str:
     """Identifies the cached features of a split trunk: weights, stages, image size, channels."""
     weights = cfg.weights if cfg.weights in (None, "imagenet") else _file_digest(cfg.weights)
@@ -443,7 +450,3 @@ def build_model(cfg: ModelSettings, seed: int = 0) -> nn.Module:
         backbone, feat = _torchvision_backbone(cfg)
         return EmbeddingNet(backbone, make_head(feat, cfg), cfg.embedding_dim, cfg.channels, 3,
                             IMAGENET_MEAN, IMAGENET_STD)
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)

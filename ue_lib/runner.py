@@ -171,7 +171,8 @@ def _run_notebooks(books: list[Path], spec: RunSpec, notebooks: Path, log) -> pd
         log(f"[{i}/{len(books)}] {book.stem}: running …")
         start = time.perf_counter()
         try:
-            execute_notebook(book, executed, parameters=params, kernel_name="python3",
+            execute_notebook(book, executed, parameters={**params, "notebook": book.stem},
+                             kernel_name="python3",
                              progress_bar=False, cwd=str(out), log_output=False)
         except pm.PapermillExecutionError as exc:
             raise RunError(f"notebook {book.stem} failed in cell {exc.exec_count} "

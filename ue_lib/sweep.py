@@ -12,7 +12,7 @@ an existing cluster, e.g. `dask worker` processes on other machines, or SLURM / 
 through `dask-jobqueue`). The semantics do not change: the table is gathered in grid order, so
 it is the serial sweep's; finished points are skipped before anything is submitted; a failed
 point is recorded and the others go on. Two points that need the same missing model do not
-train it twice: a model folder is locked while its model trains (`ue_lib.train.ModelStore`),
+train it twice: a model folder is locked while its model trains (`ue_lib.training.ModelStore`),
 and the second waits and loads it. Workers need the sweep folder (with its models) and the
 data root on a shared filesystem: each checks at the start that it sees both, or the sweep
 stops naming the worker and what it could not see.
@@ -30,7 +30,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .io import atomic_write_text, slug
+from .data import resolve_data_root
+from .io import SWEEP_SPEC, SWEEP_TABLE, atomic_write_text, slug
 from .profiles import setting_path
 from .runner import RunError, list_notebooks, run
 from .spec import RunSpec
@@ -81,7 +82,7 @@ def sweep(notebook: str | Path, out_dir: str | Path, params: dict[str, list],
     atomic_write_text(json.dumps({"notebook": str(notebook), "profile": base.profile, "params": params,
                                   "seeds": list(seeds), "domains": base.domains,
                                   "overrides": base.overrides}, indent=1, default=str),
-                      out / "sweep.json")
+                      out / SWEEP_SPEC)
     tasks = {point_name(p): (notebook, out / "points" / point_name(p), base, p["seed"],
                              {k: v for k, v in p.items() if k != "seed"}, models)
              for p in points}
@@ -166,8 +167,6 @@ def _on_dask(tasks: dict, todo: list[str], workers: int, scheduler: str, out: Pa
     except ImportError as exc:  # pragma: no cover - a dependency of the project
         raise RunError("parallel sweeps need dask.distributed: pip install 'dask[distributed]'"
                        ) from exc
-    from .data import resolve_data_root
-
     if not todo:
         return
     cluster = None if scheduler else LocalCluster(
@@ -207,27 +206,10 @@ def _write_tables(out: Path, tables: list[pd.DataFrame], failures: list[dict], k
                   notebook: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     fails = pd.DataFrame(failures)
-    atomic_write_text(table.to_csv(index=False), out / "sweep.csv")
+    atomic_write_text(table.to_csv(index=False), out / SWEEP_TABLE)
     atomic_write_text(fails.to_csv(index=False), out / "failures.csv")
     if not table.empty:
-        from .plots import sweep_summary_html
+        from .figures import sweep_summary_html  # matplotlib: only once the tables are written
 
         atomic_write_text(sweep_summary_html(table, knobs, notebook, fails), out / "summary.html")
     return table, fails
-
-
-def read_sweep(sweep_dir: str | Path) -> tuple[dict[str, list], pd.DataFrame]:
-    """A finished sweep folder's grid ({parameter: values}) and table (sweep.csv)."""
-    folder = Path(sweep_dir)
-    if not (folder / "sweep.csv").is_file():
-        raise RunError(f"{folder / 'sweep.csv'} not found: run `ue sweep … --out {folder}` first")
-    spec = json.loads((folder / "sweep.json").read_text())
-    return spec["params"], pd.read_csv(folder / "sweep.csv")
-
-
-def setting_labels(values: pd.Series) -> pd.Series:
-    """A swept parameter's values as labels (`ue_lib.report.setting_label`: 'None' for None/NaN,
-    '4' for 4.0), for grouping and plotting, the same as the tables of notebook 05."""
-    from .report import setting_label
-
-    return values.map(setting_label)

@@ -16,11 +16,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import benchmarks
+from . import benchmarks, clipart, fashion, omniglot, orl
 from . import folder as folder_module
 from .benchmarks import load_cars, load_cub, load_inshop, load_sop
 from .clipart import load_clipart
-from .core import DataCorruptError, DataError, DataNotFoundError, Domain, Split, resolve_data_root
+from .core import (
+    DataCorruptError,
+    DataError,
+    DataNotFoundError,
+    Domain,
+    Split,
+    ensure_files,
+    resolve_data_root,
+)
 from .fashion import load_fashion
 from .files import ImageFiles
 from .folder import load_folder
@@ -62,9 +70,6 @@ def check_domain(name: str, root=None, download: bool = True) -> None:
     the images: a quick check before a long run, raising the loaders' named errors. The
     `paper` benchmarks and `clipart` are never downloaded: for them `download` is ignored.
     (`orl`'s small zip is checked by its content, which reads its images.)"""
-    from . import clipart, fashion, omniglot, orl
-    from .core import ensure_files
-
     (name,) = parse_domains([name])
     if name.startswith(FOLDER_PREFIX):
         path = Path(name[len(FOLDER_PREFIX):]).expanduser()

@@ -217,10 +217,6 @@ def topic_hierarchy(class_names: list[str]) -> tuple[list[str], list[str], np.nd
     return nodes, tops, attributes, groups
 
 
-def excluded_reason(folder: str) -> str | None:
-    return next((why for pattern, why in EXCLUDED.items() if fnmatchcase(folder, pattern)), None)
-
-
 # ----------------------------------------------------------------------------- sources
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ class Split:
       absent, or in between for a certainty); column ``a`` is ``Domain.attribute_names[a]``.
       Ground truth for training an attribute head and for graded metrics: never a model input.
     * ``groups``: int64 (N,) coarse-group ids, indices into ``Domain.group_names`` (e.g. the
-      Fashion-MNIST group "footwear" of a "Sneaker"), for coarse (granularity) metrics.
+      Fashion-MNIST group "footwear" of a "Sneaker"), for coarse metrics (coarse Recall@K, graded nDCG@K).
 
     Code that subsets or concatenates splits must carry every per-item field (index them with
     the same rows as ``labels``); ``dataclasses.replace`` keeps them.

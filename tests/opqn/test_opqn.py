@@ -1,0 +1,349 @@
+"""Compressed retrieval (issue 13): OPQN's codebooks, scores, loss and faiss search; the
+whole-ranking metrics against brute force; the seen / unseen protocols."""
+
+from __future__ import annotations
+
+import math
+
+import faiss
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from helpers import blob_domain
+
+from ue_lib.data import Domain, Split
+from ue_lib.evaluate import index_ranking_metrics, ranking_metrics
+from ue_lib.opqn.indexes import code_bytes, faiss_index, opqn_index
+from ue_lib.opqn.loss import OPQNLoss, OrthonormalQuantizer, dct_codebooks, dct_matrix, random_codebooks
+from ue_lib.opqn.objectives import OPQN, quantizer_of
+from ue_lib.opqn.protocols import Protocol
+from ue_lib.profiles import Profile, load_profile
+from ue_lib.training import TrainJob, train
+
+# ----------------------------------------------------------------------------- codebooks
+
+def test_dct_matrix_is_the_formula():
+    d = 6
+    phi = dct_matrix(d).double().numpy()
+    for j in range(d):
+        for k in range(d):
+            want = math.sqrt(2 / d) * math.cos(math.pi * (j + 0.5) * k / d) / (math.sqrt(2) if k == 0 else 1)
+            assert phi[j, k] == pytest.approx(want, abs=1e-7)
+
+
+def test_dct_codebooks_follow_the_recurrence_and_are_orthonormal():
+    d, k, m = 8, 4, 5
+    books = dct_codebooks(d, k, m).double()
+    phi = dct_matrix(d).double()
+    assert books.shape == (m, d, k)
+    assert torch.allclose(books[0], phi[:, :k], atol=1e-6)
+    for i in range(1, m):
+        assert torch.allclose(books[i], phi @ books[i - 1], atol=1e-5)
+    for i in range(m):
+        assert torch.allclose(books[i].T @ books[i], torch.eye(k, dtype=torch.float64), atol=1e-5)
+    rnd = random_codebooks(d, k, m, seed=3).double()
+    for i in range(m):
+        assert torch.allclose(rnd[i].T @ rnd[i], torch.eye(k, dtype=torch.float64), atol=1e-5)
+    assert not torch.allclose(rnd[0], rnd[1])
+
+
+def test_more_codewords_than_dimensions_is_refused():
+    with pytest.raises(ValueError, match="k <= d"):
+        dct_codebooks(4, 8, 2)
+    with pytest.raises(ValueError, match="divides|split"):
+        OrthonormalQuantizer(10, subspaces=4, codewords=2)
+    with pytest.raises(ValueError, match="power of two"):
+        OrthonormalQuantizer(12, subspaces=2, codewords=3)
+
+
+# ----------------------------------------------------------------------------- scores and search
+
+def _quantizer(dim=24, m=3, k=8, codebook="dct", seed=0) -> OrthonormalQuantizer:
+    torch.manual_seed(seed)
+    q = OrthonormalQuantizer(dim, m, k, codebook)
+    with torch.no_grad():
+        q.assign.mul_(8.0)  # sharper assignments than at initialisation
+    return q.eval()
+
+
+def test_sum_of_probabilities_equals_inner_product_with_decoded_codewords():
+    q = _quantizer()
+    rng = np.random.default_rng(0)
+    queries, items = rng.normal(size=(7, 24)), rng.normal(size=(11, 24))
+    codes = q.encode(items)
+    assert codes.dtype == np.uint8 and codes.shape == (11, 3)
+    direct = q.direct_scores(queries, codes)  # sum_m p_m[k_m]
+    via_codewords = q.query_vectors(queries) @ q.decode(codes).T  # sum_m <s_m, c_{m,k_m}>
+    np.testing.assert_allclose(direct, via_codewords, atol=1e-6)
+
+
+@pytest.mark.parametrize("codebook", ["dct", "random"])
+def test_faiss_opqn_search_returns_the_ranking_of_the_direct_formula(codebook):
+    q = _quantizer(codebook=codebook, seed=1)
+    rng = np.random.default_rng(1)
+    queries, items = rng.normal(size=(20, 24)), rng.normal(size=(300, 24))
+    index = opqn_index(q, items)
+    assert code_bytes(index) == 2  # 3 subspaces x 3 bits = 9 bits -> 2 bytes
+    scores, ids = index.search(q.query_vectors(queries).astype(np.float32), len(items))
+    direct = q.direct_scores(queries, q.encode(items))
+    for row in range(len(queries)):  # equal scores are ties of equal codes: compare the scores
+        np.testing.assert_allclose(scores[row], direct[row, ids[row]], atol=1e-5)
+        assert np.all(np.diff(direct[row, ids[row]]) <= 1e-5)  # the order is the formula's
+        assert sorted(ids[row]) == list(range(len(items)))
+
+
+def test_opqn_loss_against_a_hand_computed_value():
+    # one subspace of d = 2, K = 2 codewords (the 2x2 DCT), two classes, sigma 1, mu 0.5
+    loss = OPQNLoss(num_classes=2, embedding_dim=2, subspaces=1, codewords=2, margin=0.5,
+                    scale=1.0, entropy_weight=0.1)
+    with torch.no_grad():
+        loss.quantizer.assign.copy_(torch.tensor([[[math.log(3), 0.0], [0.0, 0.0]]]))
+        loss.prototypes.copy_(torch.tensor([[[1.0, 0.0], [0.0, 1.0]]]))
+    x, y = torch.tensor([[2.0, 0.0]]), torch.tensor([0])
+    # p = softmax([ln 3, 0]) = (3/4, 1/4); s = C p = (1/sqrt2, 1/(2 sqrt2)) ~ (2, 1)/sqrt5
+    l_x = math.log(1 + math.exp(0 - (1 - 0.5)))  # cos to the prototypes (1, 0), margin on class 0
+    cs0, cs1 = 2 / math.sqrt(5), 1 / math.sqrt(5)
+    l_s = math.log(1 + math.exp(cs1 - (cs0 - 0.5)))
+    entropy = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    want = 0.5 * (l_x + l_s) + 0.1 * entropy
+    assert loss(x, y).item() == pytest.approx(want, abs=1e-6)
+    loss.x_branch = False
+    assert loss(x, y).item() == pytest.approx(l_s + 0.1 * entropy, abs=1e-6)
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def _brute_force(sims: np.ndarray, q_labels, g_labels, ks, exclude_self=False):
+    """Reference: per query, sort by (-similarity rounded to 1e-6 ties, index)."""
+    out = {f"precision@{k}": [] for k in ks} | {f"recall@{k}": [] for k in ks} | {"map@all": []}
+    for i, row in enumerate(sims):
+        cand = [j for j in range(len(row)) if not (exclude_self and j == i)]
+        order = sorted(cand, key=lambda j: (-round(float(row[j]), 6), j))
+        rel = [g_labels[j] == q_labels[i] for j in order]
+        if not any(rel):
+            continue
+        hits, ap = 0, 0.0
+        for pos, r in enumerate(rel, 1):
+            hits += r
+            ap += r * hits / pos
+        out["map@all"].append(ap / sum(rel))
+        for k in ks:
+            kk = min(k, len(rel))
+            out[f"precision@{k}"].append(sum(rel[:kk]) / kk)
+            out[f"recall@{k}"].append(float(any(rel[:kk])))
+    return {key: float(np.mean(v)) for key, v in out.items()}
+
+
+def test_ranking_metrics_by_hand_with_a_tie():
+    q, qy = np.array([[1.0, 0.0]]), np.array([0])
+    g = np.array([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])  # items 0 and 1 tie at cos 1
+    gy = np.array([1, 0, 0, 1])
+    m = ranking_metrics(q, qy, g, gy, ks=(1, 2, 5))
+    # ranking 0, 1, 2, 3 (the tie by index): relevance 0, 1, 1, 0; R = 2
+    assert m["map@all"] == pytest.approx((1 / 2 + 2 / 3) / 2)
+    assert m["precision@1"] == 0 and m["precision@2"] == 0.5 and m["precision@5"] == 0.5
+    assert m["recall@1"] == 0 and m["recall@2"] == 1
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ranking_metrics_equal_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(60, 5)).astype(np.float32)
+    x[10] = x[3] * 2  # exact ties (same direction)
+    x[11] = x[3]
+    y = rng.integers(0, 6, size=60)
+    y[59] = 99  # a singleton: left out as a query, still a candidate
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    ks = (1, 5, 10)
+    loo = ranking_metrics(x, y, ks=ks)
+    ref = _brute_force(xn @ xn.T, y, y, ks, exclude_self=True)
+    assert loo == pytest.approx(ref, abs=1e-9)
+    qg = ranking_metrics(x[:20], y[:20], x[20:], y[20:], ks=ks)
+    assert qg == pytest.approx(_brute_force(xn[:20] @ xn[20:].T, y[:20], y[20:], ks), abs=1e-9)
+
+
+def test_an_ivf_index_that_misses_items_ranks_them_last():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 8)).astype(np.float32)
+    y = rng.integers(0, 4, 200)
+    index = faiss_index("ivfpq", x, x, subspaces=2, codewords=16, nlist=16, nprobe=1)
+    m = index_ranking_metrics(index, x / np.linalg.norm(x, axis=1, keepdims=True), y, y,
+                              self_rows=np.arange(200))
+    assert 0 < m["map@all"] < 1 and set(m) == {"precision@1", "precision@5", "precision@10",
+                                               "recall@1", "recall@5", "recall@10", "map@all"}
+
+
+@pytest.mark.parametrize("kind", ["pq", "opq", "ivfpq"])
+def test_faiss_baselines_code_size_and_quality(kind):
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(10, 16))
+    x = (np.repeat(centers, 30, 0) + 0.05 * rng.normal(size=(300, 16))).astype(np.float32)
+    y = np.repeat(np.arange(10), 30)
+    index = faiss_index(kind, x, x, subspaces=4, codewords=16, nlist=8, nprobe=8)
+    assert code_bytes(index) == 2 and index.ntotal == 300  # 4 x 4 bits
+    m = index_ranking_metrics(index, x / np.linalg.norm(x, axis=1, keepdims=True), y, y,
+                              self_rows=np.arange(300))
+    assert m["recall@1"] > 0.95  # well-separated clusters survive 16-bit codes
+
+
+# ----------------------------------------------------------------------------- protocols
+
+def _faces(people=5, per=10) -> Domain:
+    images = np.zeros((people * per, 1, 4, 4), np.uint8)
+    labels = np.repeat(np.arange(people), per)
+    images[:, 0, 0, 0] = np.arange(people * per)  # each image distinct
+    cut = [labels < 3, labels == 3, labels == 4]
+    return Domain("faces", *(Split(images[c], labels[c]) for c in cut), [str(p) for p in range(people)],
+                  "class-disjoint", "synthetic", "none")
+
+
+def test_seen_protocol_holds_out_queries_of_every_identity():
+    d = Protocol("seen", queries_per_class=3, val_per_class=1).apply(_faces(), seed=0)
+    ids = lambda s: set(s.images[:, 0, 0, 0].tolist())  # noqa: E731
+    assert len(d.train) == 5 * 6 and sorted(np.bincount(d.train.labels)) == [6] * 5
+    for split, per in ((d.val, 1), (d.test, 3)):
+        q, g = split.is_query, ~split.is_query
+        assert np.bincount(split.labels[q]).tolist() == [per] * 5  # every identity is queried
+        assert ids(Split(split.images[g], split.labels[g])) == ids(d.train)  # gallery = train
+        assert not ids(Split(split.images[q], split.labels[q])) & ids(d.train)
+    assert not ids(Split(d.val.images[d.val.is_query], d.val.labels[d.val.is_query])) & \
+        ids(Split(d.test.images[d.test.is_query], d.test.labels[d.test.is_query]))
+    again = Protocol("seen").apply(_faces(), seed=0)
+    assert np.array_equal(again.train.images, d.train.images)  # seeded
+
+
+def test_unseen_protocol_is_the_class_disjoint_split():
+    faces = _faces()
+    d = Protocol("unseen").apply(faces)
+    assert d is faces and not set(d.train.labels) & set(d.test.labels)
+    with pytest.raises(ValueError, match="needs at least one more"):
+        Protocol("seen", queries_per_class=8, val_per_class=2).apply(faces)
+
+
+# ----------------------------------------------------------------------------- the objective
+
+TINY = Profile(embedding_dim=8, width=8, p=3, k=2, eval_batch_size=64, epochs_quantize=3,
+               loss_params={"opqn": {"subspaces": 2, "codewords": 4, "scale": 10.0}})
+
+
+def test_opqn_trains_through_the_loop_and_keeps_its_quantizer(tmp_path):
+    domains = {"a": blob_domain("a", seed=0)}
+    result = train(TrainJob(domains, OPQN(TINY), seed=0), out_dir=tmp_path, progress=False)
+    assert result.config["objective"]["kind"] == "opqn"
+    q = quantizer_of(result)
+    assert (q.subspaces, q.codewords, q.bits) == (2, 4, 4)
+    # its rows score the selected epoch's codes: recomputed from the kept quantizer, they agree
+    from ue_lib.evaluate import evaluate_domains
+    from ue_lib.opqn.objectives import CodesEmbedder
+
+    test = evaluate_domains(CodesEmbedder(result.model, q), domains, "test")["a"]
+    final = result.final[result.final.split == "test"].set_index("metric").value
+    assert final["recall@1"] == test["recall@1"] and final["map@r"] == test["map@r"]
+    again = train(TrainJob(domains, OPQN(TINY), seed=0), out_dir=tmp_path, progress=False)
+    assert again.loaded
+    for key, value in quantizer_of(again).state_dict().items():
+        assert torch.equal(value, q.state_dict()[key])  # the selected epoch's quantizer, saved
+
+
+def test_quantizer_of_refuses_other_models(tmp_path):
+    from ue_lib.universal.objectives import Specialist
+
+    result = train(TrainJob({"a": blob_domain("a")}, Specialist(TINY.with_overrides(
+        {"epochs_specialist": 1})), seed=0), progress=False)
+    with pytest.raises(ValueError, match="not an OPQN model"):
+        quantizer_of(result)
+
+
+def test_profile_code_shapes_are_checked():
+    p = Profile(quantize_dim=192, quantize_codes="4x16, 8x16")
+    assert p.code_shapes() == [(4, 16), (8, 16)]
+    for bad, why in (("5x16", "do not divide"), ("4x12", "power of two"), ("96x4", "power of two"),
+                     ("4-16", "MxK")):
+        with pytest.raises(ValueError, match=why):
+            Profile(quantize_dim=192, quantize_codes=bad)
+    assert Profile().quantize_experiment_list()[-1] == ("universal", "")
+    folder = Profile(quantize_experiments="folder:/data/faces:seen,universal")
+    assert folder.quantize_experiment_list() == [("folder:/data/faces", "seen"), ("universal", "")]
+    paper = load_profile("paper")  # its codes fit its 512-d embedding; IVFPQ among the baselines
+    assert paper.code_shapes() == [(2, 256), (4, 64), (8, 16), (8, 64)]
+    assert paper.methods("quantize_baselines") == ["pq", "opq", "ivfpq"]
+    with pytest.raises(ValueError, match="DOMAIN:seen"):
+        Profile(quantize_experiments="orl:half")
+
+
+def test_faiss_is_used_for_search():
+    assert isinstance(opqn_index(_quantizer(), np.zeros((3, 24), np.float32)), faiss.IndexPQ)
+
+
+# ----------------------------------------------------------------------------- conclusions
+
+def _rows(values: dict, metric="recall@1", domain="orl seen") -> pd.DataFrame:
+    """{(model, bits): [value per seed]} -> result rows."""
+    return pd.DataFrame([{"notebook": "06", "model": m, "method": f"{b} bits", "domain": domain,
+                          "split": "test", "metric": metric, "value": v, "seed": s, "epoch": 1}
+                         for (m, b), vs in values.items() for s, v in enumerate(vs)])
+
+
+def test_verdicts_bits_and_tables_from_hand_made_rows():
+    from ue_lib.opqn import verdicts as opqn_verdicts
+
+    rows = _rows({("float", 16): [0.90, 0.92, 0.94], ("float", 32): [0.90, 0.92, 0.94],
+                  ("pq", 16): [0.70, 0.72, 0.74], ("pq", 32): [0.89, 0.915, 0.925],
+                  ("opqn", 16): [0.80, 0.83, 0.84], ("opqn", 32): [0.90, 0.91, 0.935]})
+    v = opqn_verdicts.index_verdicts(rows, "opqn", ("pq",), "recall@1")
+    assert v.outcome.tolist() == ["win", "tie"]  # +0.103 on every seed; +0.005 is a tie
+    assert v["diff"].round(4).tolist() == [0.1033, 0.005]
+    needed = opqn_verdicts.bits_needed(rows, "opqn", "float", "recall@1", tolerance=0.01)
+    assert needed.bits.tolist() == [32] and needed["drop"].round(4).tolist() == [0.005]
+    assert opqn_verdicts.bits_needed(rows, "pq", "float", "recall@1", 0.005).bits.tolist() == [None]
+    table = opqn_verdicts.index_table(rows, "recall@1")
+    assert list(table.columns) == ["float", "pq", "opqn"]
+    assert table.loc[("orl seen", 16), "opqn"] == "0.823 ± 0.021"
+    text = opqn_verdicts.index_sentence(v, "opqn", "recall@1")
+    assert "1 win(s), 0 loss(es), 1 tie(s)" in text and "positive on every seed" in text
+
+
+def test_index_costs_use_each_index_own_bits():
+    from ue_lib.opqn import verdicts as opqn_verdicts
+
+    rows = pd.concat([_rows({("float", 16): [2048.0], ("opqn", 16): [16.0]}, "bits"),
+                      _rows({("float", 16): [256.0], ("opqn", 16): [2.0]}, "bytes"),
+                      _rows({("float", 16): [10.0], ("opqn", 16): [4.0]}, "search_us")])
+    costs = opqn_verdicts.index_costs(rows)
+    assert costs.loc[("float", 2048), "bytes per item"] == 256
+    assert costs.loc[("opqn", 16), "µs per query"] == 4
+
+
+def test_ablation_table_compares_each_change_with_the_defaults():
+    from ue_lib.opqn import verdicts as opqn_verdicts
+
+    rows = _rows({("opqn", 32): [0.50, 0.52, 0.54], ("opqn codebook=random", 32): [0.40, 0.43, 0.44],
+                  ("opqn entropy_weight=0", 32): [0.505, 0.52, 0.545]}, "map@all")
+    table = opqn_verdicts.ablation_table(rows, "map@all")
+    assert table.outcome.tolist()[1:] == ["loss", "tie"]
+    assert table.loc["opqn codebook=random", "diff"] == pytest.approx(-0.0967, abs=1e-4)
+    assert "opqn codebook=random loses to the defaults (-0.097)" in opqn_verdicts.ablation_sentence(table)
+
+
+def test_post_hoc_indexes_do_not_depend_on_faiss_threads():
+    """OPQ's rotation moves with the thread count unless fitted on FIT_THREADS (the reason:
+    workers of RunFolder.map run on fewer threads than the notebook's own process)."""
+    from ue_lib.opqn.indexes import faiss_index
+
+    rng = np.random.default_rng(0)
+    train_x, items = rng.normal(size=(2000, 32)), rng.normal(size=(300, 32))
+    before = faiss.omp_get_max_threads()
+    try:
+        codes = {}
+        for threads in (1, 2):
+            faiss.omp_set_num_threads(threads)
+            for kind in ("pq", "opq"):
+                index = faiss_index(kind, train_x, items, 4, 16, seed=0)
+                assert faiss.omp_get_max_threads() == threads  # restored after fitting
+                codes[kind, threads] = faiss.vector_to_array(faiss.downcast_index(
+                    index.index if kind == "opq" else index).codes)
+    finally:
+        faiss.omp_set_num_threads(before)
+    for kind in ("pq", "opq"):
+        assert np.array_equal(codes[kind, 1], codes[kind, 2]), kind

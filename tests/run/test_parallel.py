@@ -1,0 +1,84 @@
+"""`RunFolder.map`: notebooks 06-07 train and score independent models in worker processes."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from helpers import folder_task
+
+from ue_lib.runfolder import RunFolder
+from ue_lib.spec import RunSpec
+
+
+def _folder(tmp_path, workers: int) -> RunFolder:
+    spec = RunSpec(profile="smoke", out_dir=str(tmp_path), overrides={"workers": workers,
+                                                                      "backbone": "small_cnn",
+                                                                      "weights": None,
+                                                                      "trainable_stages": -1})
+    return RunFolder(spec, "07_semantic_granularity", progress=False)
+
+
+def test_map_runs_in_worker_processes_and_keeps_the_order(tmp_path):
+    folder = _folder(tmp_path, 2)
+    out = folder.map(folder_task, [(x,) for x in range(5)])
+    assert [o[0] for o in out] == [0, 1, 4, 9, 16]  # in the order of the items
+    assert {o[1] for o in out} == {"07_semantic_granularity"}  # the same run folder and notebook
+    assert {o[2] for o in out} == {2}
+    assert os.getpid() not in {o[3] for o in out} and len({o[3] for o in out}) <= 2
+    assert {o[4] for o in out} == {torch.get_num_threads()}  # the thread settings of this process
+
+
+def test_map_with_one_worker_runs_here(tmp_path):
+    out = _folder(tmp_path, 1).map(folder_task, [(3,)])
+    assert out[0][0] == 9 and out[0][3] == os.getpid()
+
+
+def test_a_workers_error_is_raised_here(tmp_path):
+    with pytest.raises(ValueError, match="task 1 failed on purpose"):
+        _folder(tmp_path, 2).map(folder_task, [(0,), (1, True), (2,)])
+
+
+def test_workers_must_be_positive():
+    from ue_lib.profiles import Profile
+
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        Profile(workers=0)
+
+
+@pytest.mark.usefixtures("data_root")
+def test_models_trained_in_workers_equal_those_trained_here(tmp_path):
+    """Notebook 07's ladder (two rungs, one domain, one seed) in two worker processes and in
+    this one: the same rows, exactly."""
+    from ue_lib.sgml import experiments
+
+    ladder = {"bd": {"metric_loss": "binomial_deviance"},
+              "sbd-b": {"metric_loss": "soft_binomial_deviance", "attribute_weight": 1.0,
+                        "soft_binomial_deviance.form": "targets", "soft_binomial_deviance.gamma": 0.25}}
+    rows = {}
+    for workers in (1, 2):
+        spec = RunSpec(profile="smoke", out_dir=str(tmp_path / str(workers)), domains="glyphs",
+                       overrides={"workers": workers, "sgml_seeds": "0", "sgml_ladder": ladder,
+                                  "sgml_teachers": "bd"})
+        rows[workers] = experiments.ladder(RunFolder(spec, "07_semantic_granularity", progress=False))
+    assert len(rows[1]) > 0 and set(rows[1].model) == {"bd", "sbd-b"}
+    assert rows[1].equals(rows[2])
+
+
+def test_missing_lists_only_what_is_not_trained(tmp_path):
+    from helpers import blob_domain
+
+    from ue_lib.universal.objectives import Specialist
+
+    folder = _folder(tmp_path, 1)
+    p = folder.profile.with_overrides({"epochs_specialist": 1, "p": 3, "k": 2})
+    domain = blob_domain()
+
+    def make(f, seed):
+        f.train(Specialist(p), {"blobs": domain}, seed, f"blobs-seed{seed}")
+
+    assert folder.missing(make, [(0,), (1,)]) == [(0,), (1,)]
+    assert not list((tmp_path / "models").glob("*/*"))  # planning trained nothing
+    make(folder, 1)
+    assert folder.missing(make, [(0,), (1,)]) == [(0,)]

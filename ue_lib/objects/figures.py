@@ -1,0 +1,81 @@
+"""The object-embedding system's figures (notebook 08): scenes with their boxes and detections,
+the retrieval gallery of each condition, and time against accuracy."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from ..figures import show_image
+from ..palette import HIT, MISS, model_color
+
+
+def scenes_figure(images: np.ndarray, boxes, detections=None, columns: int = 6, title: str = ""):
+    """Scenes with their objects' boxes (green, solid) and, if given, the detector's boxes
+    (vermillion, dashed)."""
+    n = len(images)
+    rows = -(-n // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.0 * columns, 2.1 * rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= n:
+            ax.axis("off")
+            continue
+        show_image(ax, images[i])
+        for kind, style in (("truth", dict(edgecolor=HIT, linestyle="-")),
+                            ("detected", dict(edgecolor=MISS, linestyle="--"))):
+            for x1, y1, x2, y2 in (boxes[i] if kind == "truth" else
+                                   (detections[i] if detections is not None else [])):
+                ax.add_patch(plt.Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False,
+                                           linewidth=1.5, **style))
+    fig.suptitle(title or ("objects (green) and detections (vermillion, dashed)"
+                           if detections is not None else "scenes and their objects' boxes"),
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def object_gallery(example: dict, title: str = ""):
+    """Notebook 08's retrieval gallery (`ue_lib.objects.experiments.ObjectSeed.examples["gallery"]`): per
+    query object (a crop, left) and condition, its top neighbours; border `HIT` = the query's
+    class, `MISS` = another class."""
+    conditions = list(example["conditions"])
+    queries = example["queries"]
+    top = max((len(r) for c in conditions for r in example["conditions"][c]["images"]), default=1)
+    n_rows = len(queries) * len(conditions)
+    fig, axes = plt.subplots(n_rows, top + 1, figsize=((top + 1) * 1.0 + 1.8, n_rows * 1.0),
+                             squeeze=False)
+    for q, query in enumerate(queries):
+        for c, name in enumerate(conditions):
+            row = axes[q * len(conditions) + c]
+            show_image(row[0], query, border="black")
+            row[0].set_ylabel(f"{example['domains'][q]}\n{name}", fontsize=7, rotation=0,
+                              ha="right", va="center")
+            images = example["conditions"][name]["images"][q]
+            correct = example["conditions"][name]["correct"][q]
+            for j, ax in enumerate(row[1:]):
+                if j < len(images):
+                    show_image(ax, images[j], border=HIT if correct[j] else MISS)
+                else:
+                    ax.axis("off")
+    fig.suptitle(title or "query objects (left) and their nearest gallery items", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def tradeoff_plot(points: pd.DataFrame, metric: str = "recall@1"):
+    """Time against accuracy: one point per method (columns ``method``, ``ms`` and ``value``
+    (means) and ``ms_std``/``value_std``), coloured by `model_color`, labelled."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for _, r in points.iterrows():
+        color = model_color(r.method)
+        ax.errorbar(r.ms, r.value, xerr=r.get("ms_std", 0) or 0, yerr=r.get("value_std", 0) or 0,
+                    fmt="o", color=color, capsize=3)
+        ax.annotate(r.method, (r.ms, r.value), textcoords="offset points", xytext=(6, 4),
+                    fontsize=8, color=color)
+    ax.set_xlabel("ms per scene (shared scene pass and detector included)")
+    ax.set_ylabel(f"object retrieval {metric}")
+    ax.set_xlim(left=0)
+    ax.set_title("teacher vs guided students: time and accuracy")
+    fig.tight_layout()
+    return fig

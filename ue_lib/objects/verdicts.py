@@ -1,0 +1,167 @@
+"""The object-embedding system's verdicts (notebook 08): every condition's retrieval per task, the
+detector, the cost per image of teacher and students, and the paper's findings, each decided by
+`ue_lib.verdicts.favoured` (wins per (domain, metric) comparison, paired by seed)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..verdicts import Rules, favoured_of, mean_std, model_table, num, win_counts, win_rule
+
+# the conditions of notebook 08 in the order of the issue, with their names in tables
+CONDITIONS = {"global": "(i) global", "roi_oracle": "(ii) box-pooled, oracle boxes",
+              "roi_detected": "(iii) box-pooled, detected boxes",
+              "teacher_crop": "(iv) teacher on crops",
+              "student_embedding_mse": "(v) student, MSE guide",
+              "student_kl": "(v) student, kl guide",
+              "detector_features": "(vi) detector's features",
+              "trunk_features": "classification trunk's features"}
+
+
+def condition_rows(rows: pd.DataFrame, task: str) -> pd.DataFrame:
+    """Notebook 08's rows of one task ("objects": object retrieval per domain; "spliced": spliced
+    retrieval) with ``model`` set to the condition, so that `compare`, `favoured` and
+    `ladder_table` compare conditions."""
+    r = rows[rows.model == task]
+    return r.assign(model=r.method.astype(str))
+
+
+def object_table(rows: pd.DataFrame, task: str, metrics: Sequence[str]) -> pd.DataFrame:
+    """One row per condition (named as in `CONDITIONS`), one column per metric: the mean over
+    domains, 'mean ± std' over seeds of that per-seed mean."""
+    table = model_table(condition_rows(rows, task), metrics)
+    return table.rename(index=lambda m: CONDITIONS.get(m, m))
+
+
+def detector_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Notebook 08's detector: its test quality (recall and precision at IoU >= 0.5, mean IoU of
+    each object's best detection, detections per scene) and its training seconds, mean ± std
+    over seeds."""
+    r = rows[(rows.model == "detector") | ((rows.model == "cost") &
+                                           (rows.metric == "train_seconds"))]
+    table = r.groupby("metric", sort=False).value.agg(mean_std).to_frame().T
+    return table.rename(index={"value": f"mean ± std over {r.seed.nunique()} seeds"})
+
+
+def _pipeline_totals(rows: pd.DataFrame) -> tuple[pd.Series, pd.DataFrame]:
+    """Per seed: the shared milliseconds per test image (scene pass + detector) and, per method
+    (the teacher and the students), its own."""
+    c = rows[(rows.model == "cost") & (rows.metric == "ms_per_image")]
+    wide = c.pivot_table(index="seed", columns="method", values="value", aggfunc="mean")
+    own = wide[[m for m in wide.columns if m == "teacher_crop" or m.startswith("student_")]]
+    return wide["scene_maps"] + wide["detector"], own
+
+
+def pipeline_costs(rows: pd.DataFrame) -> pd.DataFrame:
+    """Milliseconds per test image of each way to embed a scene's objects, mean ± std over
+    seeds: the shared part (the trunk's scene pass and the detector's heads, which find the
+    boxes), then the teacher (crops, one trunk pass per object, its head) or a student
+    (roi_align, the rest of the trunk, its head), and the totals."""
+    shared, own = _pipeline_totals(rows)
+    out = []
+    for method in own.columns:
+        total = shared + own[method]
+        out.append({"condition": CONDITIONS.get(method, method), "method": method,
+                    "shared ms": mean_std(shared), "own ms": mean_std(own[method]),
+                    "total ms": mean_std(total), "total_mean": float(total.mean())})
+    return pd.DataFrame(out).set_index("condition")
+
+
+def tradeoff_points(rows: pd.DataFrame, metric: str = "recall@1") -> pd.DataFrame:
+    """For `figures.tradeoff_plot`: per timed method, the total ms per test image and the object
+    retrieval `metric` (mean over domains), each as mean and std over seeds."""
+    shared, own = _pipeline_totals(rows)
+    objects = condition_rows(rows, "objects")
+    acc = objects[objects.metric == metric].groupby(["model", "seed"]).value.mean()
+    out = []
+    for method in own.columns:
+        total, value = shared + own[method], acc.loc[method]
+        out.append({"method": method, "ms": float(total.mean()),
+                    "ms_std": float(total.std(ddof=1)) if len(total) > 1 else 0.0,
+                    "value": float(value.mean()),
+                    "value_std": float(value.std(ddof=1)) if len(value) > 1 else 0.0})
+    return pd.DataFrame(out)
+
+
+def _favour_line(rows: pd.DataFrame, a: str, b: str, metrics: Sequence[str], rules: Rules
+                 ) -> tuple[str, str]:
+    wins, parts = win_counts(rows, a, b, metrics, rules)
+    return favoured_of(wins, a, b, rules), f"{a} vs {b}: {', '.join(parts)}"
+
+
+def object_findings(rows: pd.DataFrame, metrics: Sequence[str], spliced_metrics: Sequence[str],
+                    rules: Rules = Rules()) -> pd.DataFrame:
+    """The paper's findings, each decided from this run's rows by `favoured` (wins per (domain,
+    metric) comparison, paired by seed, by the rule of `compare`; a margin of
+    `rules.favour_margin`): finding, what was compared, the numbers favour, verdict."""
+    objects, spliced = condition_rows(rows, "objects"), condition_rows(rows, "spliced")
+    present = set(objects.model)
+    guides = sorted(m for m in present if m.startswith("student_"))
+    out = []
+
+    def add(finding, table, a, b, ms, expected):
+        """`expected`: the choice (or choices) under which the finding holds."""
+        if not {a, b} <= set(table.model):
+            return
+        choice, measured = _favour_line(table, a, b, ms, rules)
+        expected = {expected} if isinstance(expected, str) else set(expected)
+        verdict = ("holds" if choice in expected else "not shown (neither favoured)"
+                   if choice == "neither" else f"does not hold ({choice} favoured)")
+        out.append({"finding": finding, "compared": measured, "favoured": choice,
+                    "verdict": verdict, "seeds": int(table.seed.nunique())})
+
+    add("1. a detector's features retrieve worse than a classification network's", objects,
+        "trunk_features", "detector_features", metrics, "trunk_features")
+    add("2. a detected box is hard attention: pooled in it beats the global embedding", objects,
+        "roi_detected", "global", metrics, "roi_detected")
+    add("2'. the same with oracle boxes", objects, "roi_oracle", "global", metrics, "roi_oracle")
+    for g in guides:
+        add(f"3. the guided student ({g[len('student_'):]}) is at least as good as its teacher",
+            objects, g, "teacher_crop", metrics, ("neither", g))
+    add("4. max over object pairs finds spliced sources better than the global embedding",
+        spliced, "roi_detected", "global", spliced_metrics, "roi_detected")
+    if len(guides) == 2:
+        add("the main paper's kl guides better than the MSE of embeddings", objects,
+            "student_kl", "student_embedding_mse", metrics, "student_kl")
+    table = pd.DataFrame(out, columns=["finding", "compared", "favoured", "verdict", "seeds"])
+    return table.set_index("finding")
+
+
+def findings_markdown(findings: pd.DataFrame, rules: Rules = Rules()) -> str:
+    """`object_findings` as a Markdown list: the finding, its verdict, and the comparisons
+    behind it; then the rule."""
+    lines = [f"- **{finding}: {r.verdict}.** {r.compared}; favoured: {r.favoured}."
+             for finding, r in findings.iterrows()]
+    seeds = int(findings.seeds.max()) if len(findings) else 1
+    lines.append(f"- Rule: per (domain, metric) a win is a {win_rule(rules, seeds)}; a condition "
+                 f"is favoured with {rules.favour_margin} or more wins than the other.")
+    return "\n".join(lines)
+
+
+def cost_sentence(costs: pd.DataFrame, rows: pd.DataFrame, metric: str = "recall@1") -> str:
+    """The time/accuracy trade-off of the teacher and the students, in one Markdown sentence."""
+    acc = tradeoff_points(rows, metric).set_index("method").value
+    if "teacher_crop" not in costs.method.values:
+        return "No teacher was timed."
+    teacher = costs[costs.method == "teacher_crop"].iloc[0]
+    parts = []
+    for name, r in costs[costs.method != "teacher_crop"].iterrows():
+        parts.append(f"{name}: {r['total ms']} ms, {teacher.total_mean / r.total_mean:.1f}× faster "
+                     f"than the teacher, {metric} {num(acc.get(r.method, np.nan))} against "
+                     f"{num(acc.get('teacher_crop', np.nan))}")
+    return (f"Per test image, the teacher takes {teacher['total ms']} ms (of which "
+            f"{teacher['own ms']} its crops and their trunk passes). " + "; ".join(parts) + ".")
+
+
+def box_view_table(rows: pd.DataFrame, metric: str = "recall@1") -> pd.DataFrame:
+    """Notebook 08 at paper scale (`ue_lib.objects.paper_scale.box_views`): `metric` per embedder and view
+    (rows, in recorded order) and domain (columns). With no rows, one line saying why."""
+    r = rows[(rows.model == "box_views") & (rows.metric == metric)] if len(rows) else rows
+    if not len(r):
+        return pd.DataFrame({"note": ["no domain of this profile keeps object boxes: the box "
+                                      "views run on CUB and Cars (ue run --profile paper)"]})
+    table = r.pivot_table(index="method", columns="domain", values="value", aggfunc="mean")
+    return table.reindex(list(dict.fromkeys(r.method))).rename_axis(columns=metric)
