@@ -225,6 +225,8 @@ def test_cache_written_reused_and_atomic(domains, tmp_path, monkeypatch):
     again = load_scenes(domains, **kwargs)
     _assert_same(first, again)
     assert again["train"].params == first["train"].params
+    # in the same order too: the detector's file is named by their repr
+    assert repr(again["train"].params) == repr(first["train"].params)
     # a changed parameter, seed, count or source makes new scenes
     for change in ({"max_iou": 0.05}, {"seed": 3}, {"scenes_per_split": {"train": 7}}):
         with pytest.raises(AssertionError, match="made the scenes again"):

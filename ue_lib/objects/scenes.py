@@ -584,8 +584,11 @@ def make_scenes(domains: dict[str, Domain], *, scenes_per_split: dict[str, int] 
     for split, n in counts.items():
         rng = np.random.default_rng([p["seed"], SPLITS.index(split)])
         arrays = _make_split(_Pool(domains, split), n, p, rng)
+        # the params as a cached set reads them back (its keys sorted), so that what is keyed by
+        # their repr (the detector's file) is the same for a new and a cached set
+        params = json.loads(json.dumps(p, sort_keys=True))
         out[split] = SceneSet(split=split, **arrays, domain_names=names,
-                              num_classes=num_classes, params=dict(p))
+                              num_classes=num_classes, params=params)
     return out
 
 
