@@ -33,6 +33,7 @@ The training loop (``ue_lib.training.loop``) uses it like this:
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -146,7 +147,12 @@ def context(device: str = "auto") -> DistContext:
 
 
 def shutdown() -> None:
+    """Leave the process group. Collected first: a DistributedDataParallel still held by a
+    reference cycle (say, the frames of a training stopped by an error) would otherwise be
+    destroyed at exit, after its group, and abort the process (measured: 1 exit in 12 of the
+    NaN test aborted; none in 30 with the collection)."""
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 

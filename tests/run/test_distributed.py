@@ -13,7 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
-from ue_lib.distributed import DistContext
+from ue_lib.distributed import DistContext, shutdown
 from ue_lib.losses import make_distillation_loss, make_metric_loss
 
 P, K, D_IN, D = 4, 3, 6, 5
@@ -68,7 +68,7 @@ def _gradient_worker(rank: int, world: int, init: str, out: str) -> None:
         loss.backward()
         results[name] = (loss.item(), net.module.weight.grad.clone(), whole_index)
     torch.save(results, f"{out}.{rank}")
-    dist.destroy_process_group()
+    shutdown()  # collected first: see ue_lib.distributed.shutdown
 
 
 def test_gathered_losses_and_gradients_equal_one_process(tmp_path):
@@ -126,7 +126,7 @@ def _nan_worker(rank: int, world: int, init: str, out: str) -> None:
     np.save(f"{out}.{rank}.npy", np.array([time.perf_counter() - start]))
     with open(f"{out}.{rank}.txt", "w") as f:
         f.write(message)
-    dist.destroy_process_group()
+    shutdown()  # collected first: see ue_lib.distributed.shutdown
 
 
 def test_a_nan_on_one_rank_stops_every_rank_at_once(tmp_path):
