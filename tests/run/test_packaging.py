@@ -30,3 +30,24 @@ def test_ci_runs_the_readme_test_command():
     assert "make test" in readme and "make test" in ci
     assert "make demo" in readme
 
+
+def test_importing_the_package_pins_the_cpu_code_paths_unless_told_not_to():
+    import os
+    import subprocess
+    import sys
+
+    import ue_lib
+
+    code = "import os, ue_lib; print(os.environ.get('FAISS_SIMD_LEVEL'), os.environ.get('MKL_CBWR'))"
+    env = {k: v for k, v in os.environ.items() if k not in ue_lib.AVX2_CODE_PATHS}
+
+    def run(**extra) -> list[str]:
+        return subprocess.run([sys.executable, "-c", code], env={**env, **extra}, check=True,
+                              capture_output=True, text=True).stdout.split()
+
+    if ue_lib._has_avx2():
+        assert run() == ["AVX2", "AVX2"]
+        assert run(MKL_CBWR="COMPATIBLE") == ["AVX2", "COMPATIBLE"]  # a user's own choice wins
+    else:
+        assert run() == ["None", "None"]
+    assert run(UE_CPU_ISA="native") == ["None", "None"]
