@@ -104,7 +104,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 def _run_settings(parser: argparse.ArgumentParser, out_help: str) -> None:
     """The options `ue run` and `ue train` share: which run, and its profile settings."""
-    parser.add_argument("--profile", default="mini", help="smoke | mini | paper (default: mini)")
+    parser.add_argument("--profile", default="mini", help="smoke | mini | scratch | paper (default: mini)")
     parser.add_argument("--out", required=True, help=out_help)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--domains", default="", help="comma-separated domains (default: profile's)")
@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("sweep", help="run one notebook over a parameter grid (x seeds)")
     w.add_argument("notebook", help="the notebook to run, e.g. notebooks/03_….ipynb")
     w.add_argument("--out", required=True, help="sweep folder (rerun to resume)")
-    w.add_argument("--profile", default="mini", help="smoke | mini | paper (default: mini)")
+    w.add_argument("--profile", default="mini", help="smoke | mini | scratch | paper (default: mini)")
     w.add_argument("--seeds", nargs="+", type=int, default=[0])
     w.add_argument("--domains", default="", help="comma-separated domains (default: profile's)")
     w.add_argument("-p", nargs="+", action="append", required=True, metavar=("NAME", "VALUE"),

@@ -62,6 +62,9 @@ class RunFolder:
     _memo: dict[tuple, object] = field(default_factory=dict, repr=False)
     _stores: dict[str, FeatureStore] = field(default_factory=dict, repr=False)
     _planning: bool = field(default=False, repr=False)  # `missing`: find models, train none
+    # a notebook's progress lines are grouped (`log`, `flush`): one line per kind of model
+    grouped: bool = field(default=False, repr=False)
+    _log: list[tuple] = field(default_factory=list, repr=False)
 
     @classmethod
     def open(cls, notebook: str, spec: RunSpec, progress: bool = True) -> RunFolder:
@@ -83,9 +86,23 @@ class RunFolder:
         and print one line saying what runs."""
         folder = cls.open(notebook_name(parameters), RunSpec.from_parameters(parameters))
         pd.set_option("display.float_format", float_format)
+        pd.set_option("display.max_colwidth", None)  # a sentence in a cell is shown whole
         use_theme()
         print(folder.describe())
+        folder.group_progress_by_cell()
         return folder
+
+    def group_progress_by_cell(self) -> None:
+        """In an IPython kernel, collect this folder's progress lines during each cell and print
+        them grouped after it (`flush`): one line per kind of model, not one per model."""
+        try:
+            from IPython import get_ipython
+        except ImportError:
+            return
+        shell = get_ipython()
+        if shell is not None:
+            self.grouped = True
+            shell.events.register("post_run_cell", lambda *_: self.flush())
 
     @property
     def profile(self) -> Profile:
@@ -143,10 +160,28 @@ class RunFolder:
             if self._planning and ModelStore(folder, job.fingerprint).finished() is None:
                 raise MissingModel(folder)
             result = train(job, out_dir=folder, progress=self.progress)
-            if self.progress:
+            self.log("model", objective.folder, result, objective.epochs)
+            if self.progress and not self.grouped:
                 print(model_line(f"{objective.folder} {name}", result, objective.epochs))
             self._models[key] = result
         return self._models[key]
+
+    def log(self, kind: str, *event) -> None:
+        """Keep a progress event ("model", objective folder, result, epochs) or ("tuning", name)
+        for the grouped lines of `flush` (a folder without `progress` keeps none)."""
+        if self.progress:
+            self._log.append((kind, *event))
+
+    def note(self, text: str) -> None:
+        """A progress line of this run (printed now unless lines are grouped)."""
+        if self.progress and not self.grouped:
+            print(text)
+
+    def flush(self) -> None:
+        """Print the progress collected since the last flush, grouped (`progress_lines`)."""
+        lines, self._log = progress_lines(self._log), []
+        if lines:
+            print("\n".join(lines))
 
     def seconds(self) -> dict[str, float]:
         """Mean training seconds per model kind ("specialist", "naive", "distill", …) over the
@@ -304,6 +339,30 @@ def _start_worker(parameters: dict, notebook: str) -> None:
 
 def _in_worker(function: Callable, args: tuple):
     return function(_WORKER["folder"], *args)
+
+
+def progress_lines(events: Sequence[tuple]) -> list[str]:
+    """The progress of a cell in a few lines: one per kind of model trained, e.g. 'trained
+    distill-kl: 2 models in 24.5 s; selected epochs 12, 17 of 30', and one line for every model
+    found finished in the run folder, e.g. 'found in the run folder: 5 specialist, 1 naive'."""
+    trained, found = {}, {}
+    for kind, *event in events:
+        if kind == "model":
+            folder, result, epochs = event
+            if result.loaded:
+                found[folder] = found.get(folder, 0) + 1
+            else:
+                trained.setdefault(folder, []).append((result, epochs))
+    lines = []
+    for folder, group in trained.items():
+        many = len(group) > 1
+        lines.append(f"trained {folder}: {len(group)} model{'s' if many else ''} in "
+                     f"{sum(r.seconds for r, _ in group):.1f} s; selected epoch{'s' if many else ''} "
+                     f"{', '.join(str(r.best_epoch) for r, _ in group)} of "
+                     f"{'/'.join(map(str, sorted({e for _, e in group})))}")
+    if found:
+        lines.append("found in the run folder: " + ", ".join(f"{n} {k}" for k, n in found.items()))
+    return lines
 
 
 def model_line(name: str, result: TrainResult, epochs: int) -> str:

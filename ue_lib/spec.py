@@ -24,7 +24,7 @@ from .profiles import Profile, load_profile
 
 @dataclass(frozen=True)
 class RunSpec(Validated):
-    profile: str = "mini"  # smoke | mini | paper
+    profile: str = "mini"  # smoke | mini | scratch | paper
     out_dir: str = "runs/mini"  # the run folder: models, figures, results
     seed: int = 0  # base seed (notebook 04 repeats over the profile's seeds offset by it)
     domains: str = ""  # comma-separated domains; empty: the profile's

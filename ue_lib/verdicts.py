@@ -53,10 +53,13 @@ class Rules:
         `min_spread` in epochs is given [2].
     budget_tolerance: the models' batches of a domain are equal when the largest is at most
         this fraction above the smallest [0.05].
-    collapse_ratio: a model collapsed when its mean validation Recall@1 at the selected epoch is
-        below this multiple of the chance Recall@1 [2.0] ...
-    collapse_epoch: ... or when its selected epoch is at most this [2] ...
-    collapse_min_epochs: ... in a run of at least this many epochs [10].
+    collapse_gain: a model collapsed when its mean validation Recall@1 at the selected epoch has
+        come less than this fraction of the way from the chance Recall@1 to 1 [0.2] (a fixed
+        multiple of chance would call a good model collapsed on a split of few classes).
+    early_epoch: a healthy model peaked early when its selected epoch is at most this [2] ...
+    early_min_epochs: ... in a run of at least this many epochs [10].
+    ceiling: a validation curve whose maximum is at least this, reached at the first
+        evaluation, is at its ceiling: it cannot show over-fitting or improvement [0.95].
     favour_margin: the numbers favour one of two models (`favoured`) when it wins at least this
         many more (domain, metric) comparisons than the other [2].
     """
@@ -71,21 +74,24 @@ class Rules:
     close_gap: float = 0.02
     min_spread_evals: int = 2
     budget_tolerance: float = 0.05
-    collapse_ratio: float = 2.0
-    collapse_epoch: int = 2
-    collapse_min_epochs: int = 10
+    collapse_gain: float = 0.2
+    early_epoch: int = 2
+    early_min_epochs: int = 10
+    ceiling: float = 0.95
     favour_margin: int = 2
 
     def __post_init__(self):
         if not 0 < self.confidence < 1:
             raise ValueError(f"Rules.confidence must be in (0, 1), got {self.confidence}")
         if min(self.min_gain, self.tie_tolerance, self.overfit_drop, self.cost_tolerance,
-               self.close_gap, self.budget_tolerance, self.collapse_ratio, self.collapse_epoch) < 0:
-            raise ValueError("Rules: tolerances, collapse_ratio and collapse_epoch must be >= 0")
-        if min(self.last_evals, self.all_positive_max_seeds, self.collapse_min_epochs,
+               self.close_gap, self.budget_tolerance, self.collapse_gain, self.early_epoch) < 0:
+            raise ValueError("Rules: tolerances, collapse_gain and early_epoch must be >= 0")
+        if not 0 < self.ceiling <= 1:
+            raise ValueError(f"Rules.ceiling must be in (0, 1], got {self.ceiling}")
+        if min(self.last_evals, self.all_positive_max_seeds, self.early_min_epochs,
                self.favour_margin) < 1 \
                 or self.min_spread_evals < 0:
-            raise ValueError("Rules: last_evals, all_positive_max_seeds, collapse_min_epochs and "
+            raise ValueError("Rules: last_evals, all_positive_max_seeds, early_min_epochs and "
                              "favour_margin must be >= 1, min_spread_evals >= 0")
         if self.tie_tolerance > self.overfit_drop:
             raise ValueError("Rules: tie_tolerance must not exceed overfit_drop (a drop within a "
@@ -103,15 +109,19 @@ def rounded(x: float | None, digits: int) -> float | None:
 
 def float_format(x: float) -> str:
     """How notebook tables show a float (``pd.set_option("display.float_format", ...)``): whole
-    numbers without decimals, 3 fixed decimals from 0.01 on, and 2 significant digits below
-    (a learning rate 0.0006, a probability 2.9e-10), never "-0.000" or "0.000e+00"."""
+    numbers of 2 or more without decimals (counts: 12, 300), 3 fixed decimals from 0.001 on (a
+    score of 1 is "1.000", like its column), 2 significant digits in plain notation below (a
+    learning rate 0.0006, 0.00003), and "0" for what is zero to a millionth; never scientific
+    notation, "-0.000" or "nan" dressed as a number."""
     if not np.isfinite(x):
         return str(x)
-    if x == round(x) and abs(x) >= 1:
+    if abs(x) < 1e-6:
+        return "0"
+    if x == round(x) and abs(x) >= 2:
         return f"{x:.0f}"
-    if abs(x) >= 0.01:
+    if abs(x) >= 0.001:
         return f"{x:.3f}"
-    return "0" if x == 0 else f"{x:.2g}"
+    return np.format_float_positional(x, precision=2, unique=False, fractional=False, trim="-")
 
 
 def num(x: float, digits: int = 3) -> str:
@@ -230,6 +240,22 @@ def _outcome(d: np.ndarray, rules: Rules) -> str:
     return "mixed"
 
 
+def outcome(differences, rules: Rules = Rules()) -> str:
+    """"win", "loss", "tie" or "mixed" for paired differences a - b over seeds, by the rule of
+    `compare` (one comparison: one domain, or one mean over domains)."""
+    return _outcome(np.asarray(differences, dtype=float), rules)
+
+
+def interval(differences, confidence: float = 0.95) -> tuple[float, float]:
+    """The two-sided `confidence` Student-t interval of the mean of `differences` (NaN, NaN for
+    fewer than two values)."""
+    d = np.asarray(differences, dtype=float)
+    if len(d) < 2:
+        return np.nan, np.nan
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+    return float(d.mean() - half), float(d.mean() + half)
+
+
 def compare(results: pd.DataFrame, a: str, b: str, metric: str = "recall@1",
             domains: list[str] | None = None, rules: Rules = Rules(),
             flags: Mapping[str, str] | None = None) -> pd.DataFrame:
@@ -269,7 +295,11 @@ def not_compared(a: str, b: str, flags: Mapping[str, str] | None) -> str | None:
     if not bad:
         return None
     other = [m for m in (a, b) if m not in bad]
-    return (" and ".join(f"{m} collapsed ({flags[m]})" for m in bad) + ": not compared"
+    def said(m: str) -> str:
+        reason = str(flags[m])
+        return f"{m} {reason}" if reason.startswith("collapsed") else f"{m} collapsed ({reason})"
+
+    return (" and ".join(said(m) for m in bad) + ": not compared"
             + (f" with {other[0]}" if other else ""))
 
 
@@ -312,19 +342,59 @@ def wins_sentence(cmp: pd.DataFrame, a: str, b: str, metric: str = "recall@1",
             f"(mean paired difference over {seeds_phrase(cmp.n)}: {parts})")
 
 
+HOLDS, NOT_ESTABLISHED, FAILS = "holds", "not established", "does not hold"
+
+
+def outcome_counts(cmp: pd.DataFrame) -> dict[str, int]:
+    """{'win': …, 'tie': …, 'loss': …, 'mixed': …}: the outcomes of a `compare` table."""
+    counts = cmp.outcome.value_counts() if len(cmp) else pd.Series(dtype=int)
+    return {k: int(counts.get(k, 0)) for k in ("win", "tie", "loss", "mixed")}
+
+
+def counts_phrase(counts: Mapping[str, int]) -> str:
+    """'2 wins, 3 ties, 0 losses' (and ', 1 mixed' when some domain is mixed across seeds)."""
+    def n(k: int, one: str, many: str) -> str:
+        return f"{k} {one if k == 1 else many}"
+
+    return (f"{n(counts['win'], 'win', 'wins')}, {n(counts['tie'], 'tie', 'ties')}, "
+            f"{n(counts['loss'], 'loss', 'losses')}"
+            + (f", {counts['mixed']} mixed" if counts.get("mixed") else ""))
+
+
+def status(held: bool, lost: bool) -> str:
+    """A claim's status: "holds"; "does not hold" when the evidence goes against it; "not
+    established" when it did not hold but nothing went against it (no loss)."""
+    return HOLDS if held else FAILS if lost else NOT_ESTABLISHED
+
+
+def beats_verdict(cmp: pd.DataFrame) -> str:
+    """'holds (3 wins, 2 ties, 0 losses)', 'not established (2 wins, 3 ties, 0 losses)' or 'does
+    not hold (1 win, 2 ties, 2 losses)' for "a beats b" (`beats`), with ', on this seed' when
+    the comparison rests on one seed."""
+    counts = outcome_counts(cmp)
+    one = len(cmp) > 0 and int(cmp.n.max()) == 1
+    return (f"{status(beats(cmp), counts['loss'] > 0)} ({counts_phrase(counts)})"
+            + (", on this seed" if one else ""))
+
+
 def comparison_sentence(results: pd.DataFrame, a: str, b: str, metric: str = "recall@1",
                         domains: list[str] | None = None, rules: Rules = Rules(),
-                        flags: Mapping[str, str] | None = None) -> str:
-    """One Markdown sentence: wins per domain with the paired differences, the rule, and
-    whether a beats b by it (the same rule `claims` uses); a collapsed model (in `flags`) is
-    named and not compared."""
+                        flags: Mapping[str, str] | None = None, rule: bool = True) -> str:
+    """One Markdown sentence: wins per domain with the paired differences, (with `rule`) the
+    rule, and whether a beats b by it (the same rule `claims` uses): "beats", "it is not
+    established that a beats b" (no domain lost) or "does not beat"; "on this seed" when one
+    seed is compared. A collapsed model (in `flags`) is named and not compared."""
     if (skip := not_compared(a, b, flags)) is not None:
         return skip + "."
     cmp = compare(results, a, b, metric, domains, rules)
-    held = beats(cmp)
-    rule = beats_rule(rules, int(cmp.n.max()) if len(cmp) else 1)
-    return (f"{wins_sentence(cmp, a, b, metric)}. By the rule ({rule}), {a} "
-            + ("**beats**" if held else "does **not** beat") + f" {b}.")
+    counts = outcome_counts(cmp)
+    said = {HOLDS: f"{a} **beats** {b}", NOT_ESTABLISHED: f"that {a} beats {b} is **not established** "
+            f"(nothing lost: {counts_phrase(counts)})", FAILS: f"{a} does **not** beat {b}"}
+    verdict = said[status(beats(cmp), counts["loss"] > 0)]
+    one = " on this seed" if len(cmp) and int(cmp.n.max()) == 1 else ""
+    by = f"By the rule ({beats_rule(rules, int(cmp.n.max()) if len(cmp) else 1)})" if rule else \
+        "By the rule"
+    return f"{wins_sentence(cmp, a, b, metric)}. {by}, {verdict}{one}."
 
 
 def win_counts(rows: pd.DataFrame, a: str, b: str, metrics: Sequence[str], rules: Rules

@@ -20,6 +20,7 @@ from ue_lib.evaluate import (
     evaluate_domains,
     evaluate_merged,
     merged_retrieval_metrics,
+    nearest_neighbours,
     per_query_metrics,
     query_counts,
     retrieval_metrics,
@@ -96,6 +97,19 @@ def test_ties_follow_ascending_index_rule():
     np.testing.assert_array_equal(metrics["recall@3"], [1, 1, 0, 1, 1])
     np.testing.assert_allclose(metrics["map@r"], [1 / 4, 0, 0, 1 / 4, 1 / 2])
     np.testing.assert_allclose(metrics["mmp@5"], [1 / 2, 0, 0, 1 / 2, 1 / 2])
+
+
+def test_nearest_neighbours_rank_other_items_by_the_tie_rule():
+    # the simple set's neighbour orders (module header): q0 1 2 3 4 5, q3 2 4 1 0 5, q5 4 3 2 1 0
+    np.testing.assert_array_equal(nearest_neighbours(SIMPLE_X, 3, [0, 3, 5]),
+                                  [[1, 2, 3], [2, 4, 1], [4, 3, 2]])
+    # the ties of the test above: q0 -> 1, 4, then {2, 3} by index; q4 -> {0, 1, 2, 3} by index
+    x = np.array([[1, 0], [1, 0], [0, 1], [0, 2], [1, 1]], dtype=np.float32)
+    np.testing.assert_array_equal(nearest_neighbours(x, 4, [0, 4]), [[1, 4, 2, 3], [0, 1, 2, 3]])
+    assert nearest_neighbours(x, 9).shape == (5, 4)  # k clamped to N - 1, every item a query
+    assert nearest_neighbours(x[:1], 3).shape == (1, 0)
+    with pytest.raises(ValueError, match="queries must be indices"):
+        nearest_neighbours(x, 1, [5])
 
 
 @pytest.mark.parametrize("relevant_first", [True, False])

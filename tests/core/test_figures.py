@@ -146,6 +146,88 @@ def test_learning_curves_colour_domains_and_their_stars(sentinels):
     assert stars == [("#0a0a0a", 2, 0.5), ("#0b0b0b", 2, 0.6)]
 
 
+def _curves(values: dict, splits=("val", "test"), offset: float = 0.0) -> pd.DataFrame:
+    """A history from {domain: [value at epoch 1, 2, ...]} (the test split 0.1 lower)."""
+    return pd.DataFrame([{"domain": d, "split": sp, "metric": "recall@1", "epoch": e,
+                          "value": v + offset - (0.1 if sp == "test" else 0)}
+                         for d, vs in values.items() for sp in splits
+                         for e, v in enumerate(vs, start=1)])
+
+
+def _stars(ax) -> list:
+    return [(_hex(ln.get_color()), ln.get_xdata()[0], ln.get_ydata()[0])
+            for ln in ax.lines if ln.get_marker() == "*"]
+
+
+def test_learning_curve_stars_sit_at_the_given_peaks_and_splits_differ_in_style(sentinels):
+    h = _curves({"x": [0.5, 0.498, 0.4], "y": [0.3, 0.6, 0.55]})
+    ax = figures.learning_curves(h, peaks={"x": 3, "y": 2}).axes[0]
+    assert _stars(ax) == [("#0a0a0a", 3, 0.4), ("#0b0b0b", 2, 0.6)]
+    curves = {(_hex(ln.get_color()), ln.get_linestyle()): ln for ln in ax.lines
+              if len(ln.get_xdata()) == 3}
+    assert set(curves) == {("#0a0a0a", "-"), ("#0a0a0a", "--"), ("#0b0b0b", "-"), ("#0b0b0b", "--")}
+    val, test = curves["#0a0a0a", "-"], curves["#0a0a0a", "--"]
+    np.testing.assert_allclose(test.get_ydata(), [0.4, 0.398, 0.3])
+    assert val.get_marker() == "o" and test.get_marker() in (None, "None", "")
+    assert test.get_linewidth() < val.get_linewidth() and test.get_alpha() < val.get_alpha()
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend[:4] == ["x", "y", "validation", "test"] and "validation peak (given)" in legend
+    assert ax.get_legend().get_title().get_text() == "colour: domain; line: split"
+    with pytest.raises(ValueError, match="peak epoch 7 of 'x'"):
+        figures.learning_curves(h, peaks={"x": 7, "y": 2})
+
+
+def test_learning_curve_stars_default_to_the_last_epoch_tied_with_the_maximum(sentinels):
+    # x: 0.498 at epoch 2 is within 0.005 of the maximum 0.5 (epoch 1): the peak is epoch 2, the
+    # tables' rule, not the first maximum; with a tolerance of 0.001 it is epoch 1
+    h = _curves({"x": [0.5, 0.498, 0.4], "y": [0.3, 0.6, 0.55]})
+    assert _stars(figures.learning_curves(h).axes[0]) == [("#0a0a0a", 2, 0.498), ("#0b0b0b", 2, 0.6)]
+    assert _stars(figures.learning_curves(h, tolerance=0.001).axes[0])[0] == ("#0a0a0a", 1, 0.5)
+    assert figures.last_tied_epoch(pd.Series([0.5, 0.498, 0.4], index=[2, 4, 6])) == 4
+    only_test = figures.learning_curves(h, splits=("test",)).axes[0]
+    assert _stars(only_test) == [] and {ln.get_linestyle() for ln in only_test.lines} == {"--"}
+
+
+def test_curves_by_domain_draw_each_model_per_domain_with_its_selected_epoch(sentinels):
+    naive = _curves({"x": [0.5, 0.4, 0.3], "y": [0.2, 0.3, 0.35]})
+    kl = _curves({"x": [0.45, 0.5, 0.5], "y": [0.25, 0.35, 0.4]})
+    fig = figures.curves_by_domain({"naive": naive, "distill:kl": kl},
+                                   selected={"naive": 1, "distill:kl": 3})
+    x_ax, y_ax = fig.axes
+    assert [ax.get_title() for ax in fig.axes] == ["x", "y"]
+    assert [_hex(ax.title.get_color()) for ax in fig.axes] == ["#0a0a0a", "#0b0b0b"]
+    lines = {_hex(ln.get_color()): list(ln.get_ydata()) for ln in y_ax.lines if ln.get_marker() == "o"}
+    assert lines == {"#020202": [0.2, 0.3, 0.35], "#040404": [0.25, 0.35, 0.4]}
+    diamonds = [(_hex(ln.get_color()), ln.get_xdata()[0], ln.get_ydata()[0])
+                for ln in x_ax.lines if ln.get_marker() == "D"]
+    assert diamonds == [("#020202", 1, 0.5), ("#040404", 3, 0.5)]
+    assert x_ax.get_ylim() == y_ax.get_ylim()
+    lo, hi = x_ax.get_ylim()  # validation values only, padded by 5 % of their range
+    assert lo == pytest.approx(0.2 - 0.015) and hi == pytest.approx(0.5 + 0.015)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["naive", "distill:kl", "selected epoch"]
+
+
+def test_curves_by_domain_wrap_after_five_panels_and_refuse_an_empty_metric(sentinels):
+    h = _curves({f"d{i}": [0.1, 0.2] for i in range(7)}, splits=("val",))
+    fig = figures.curves_by_domain({"naive": h})
+    assert len(fig.axes) == 10 and sum(ax.axison for ax in fig.axes) == 7
+    with pytest.raises(ValueError, match="no val map@r"):
+        figures.curves_by_domain({"naive": h}, metric="map@r")
+
+
+def test_pca_2d_orients_components_by_the_first_rows():
+    x = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 0.5], [0.0, -0.5]])
+    xy, explained = figures.pca_2d(x)
+    assert explained == pytest.approx(1.0)
+    np.testing.assert_allclose(np.abs(xy), [[1, 0], [1, 0], [0, 0.5], [0, 0.5]], atol=1e-12)
+    assert xy[0, 0] > 0
+    z = np.random.default_rng(0).standard_normal((20, 5))
+    zy, _ = figures.pca_2d(z)
+    assert (zy[0] > 0).all()
+    np.testing.assert_allclose(figures.pca_2d(-z)[0], zy, atol=1e-10)  # whatever SVD's signs
+    assert (figures.pca_2d(z, first=10)[0][:10].mean(0) > 0).all()
+
+
 def test_knob_plot_colours_domains_draws_references_and_no_bar_for_one_seed(sentinels):
     rows = [{"notebook": "t", "model": "distill", "method": "kl", "domain": d, "split": "test",
              "metric": "recall@1", "value": v, "seed": s, "epoch": 1, "kl.temperature": t}

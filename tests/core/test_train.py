@@ -144,6 +144,32 @@ def test_distill_with_wider_teacher_uses_a_projection(domains):
     assert res.model(torch.rand(2, 1, 16, 16)).shape == (2, 8)
 
 
+def test_rescaled_teachers_scale_each_domains_distances_and_key_only_when_set(domains):
+    from ue_lib.losses import squared_distances
+    from ue_lib.universal.objectives import rescale_teacher, teacher_scales
+
+    assert teacher_scales(["a", "b", "c"], 0.5) == {"a": 1.0, "b": 0.75, "c": 0.5}
+    assert teacher_scales(["a"], 0.9) == {"a": 1.0}
+    t = torch.tensor([[3.0, 4.0], [0.0, 2.0], [1.0, 0.0]])
+    r = rescale_teacher(t, 0.25)
+    assert torch.allclose(r.norm(dim=1), torch.ones(3))  # still unit vectors, one more dimension
+    assert torch.allclose(squared_distances(r), 0.25 * squared_distances(torch.nn.functional.normalize(t)))
+    assert torch.equal(rescale_teacher(t, 1.0)[:, 2], torch.zeros(3))
+    teachers = specialists(domains)
+    plain = Distillation(TINY, "kl", teachers)
+    assert "teacher_rescale" not in plain.config()  # the students trained before it keep their key
+    mixed = Distillation(TINY.replace(teacher_rescale=0.5), "distance_mse", teachers)
+    assert mixed.config()["teacher_rescale"] == 0.5
+    res = run(domains, mixed)
+    assert np.isfinite(res.history.value).all()
+    assert mixed.scales == {"a": 1.0, "b": 0.5}
+    d_b = squared_distances(mixed.cache["b"][:5])
+    assert torch.allclose(d_b, 0.5 * squared_distances(mixed.cache["b"][:5, :-1] / mixed.scales["b"] ** 0.5),
+                          atol=1e-6)
+    with pytest.raises(ValueError, match="teacher_rescale must be in"):
+        TINY.replace(teacher_rescale=1.0).check()
+
+
 class NaNTeacher(torch.nn.Module):
     embedding_dim = 8
 

@@ -101,11 +101,30 @@ def test_comparison_sentence_states_wins_differences_ties_and_the_verdict():
         "specialist beat naive on 1 of 3 domains in recall@1 (mean paired difference over 1 seed: "
         "A +0.050 (win), B +0.004 (tie), C +0.000 (tie)). By the rule (wins on a majority of domains: "
         "mean paired gain > 0.010 and positive on every seed (a mean within ±0.010 is a tie; one seed "
-        "has no spread)), specialist does **not** beat naive.")
+        "has no spread)), that specialist beats naive is **not established** (nothing lost: 1 win, "
+        "2 ties, 0 losses) on this seed.")
     two = paired("specialist", "naive", {"A": [0.05, 0.03], "B": [0.02, 0.04]})
     text = verdicts.comparison_sentence(two, "specialist", "naive")
     assert "over 2 seeds: A +0.040 ± 0.014 (win), B +0.030 ± 0.014 (win)" in text
     assert text.endswith("specialist **beats** naive.")
+    lost = paired("specialist", "naive", {"A": [0.05, 0.03], "B": [-0.02, -0.04], "C": [-0.03, -0.05]})
+    text = verdicts.comparison_sentence(lost, "specialist", "naive", rule=False)
+    assert text.endswith("By the rule, specialist does **not** beat naive.")
+
+
+def test_a_claim_lost_nowhere_is_not_established_and_one_seed_says_so():
+    held = verdicts.compare(paired("a", "b", {"A": [0.05, 0.03], "B": [0.02, 0.04]}), "a", "b")
+    assert verdicts.beats_verdict(held) == "holds (2 wins, 0 ties, 0 losses)"
+    ties = verdicts.compare(paired("a", "b", {"A": [0.05, 0.03], "B": [0.0, 0.004], "C": [0.002, 0.0]}),
+                            "a", "b")
+    assert verdicts.beats_verdict(ties) == "not established (1 win, 2 ties, 0 losses)"
+    lost = verdicts.compare(paired("a", "b", {"A": [0.05, 0.03], "B": [-0.02, -0.04], "C": [0.0, 0.0]}),
+                            "a", "b")
+    assert verdicts.beats_verdict(lost) == "does not hold (1 win, 1 tie, 1 loss)"
+    one = verdicts.compare(paired("a", "b", {"A": [0.05], "B": [0.0]}), "a", "b")
+    assert verdicts.beats_verdict(one) == "not established (1 win, 1 tie, 0 losses), on this seed"
+    assert verdicts.counts_phrase({"win": 1, "tie": 0, "loss": 0, "mixed": 2}) == (
+        "1 win, 0 ties, 0 losses, 2 mixed")
 
 
 def test_summary_uses_the_sample_std_and_no_plus_minus_for_one_seed():
@@ -135,8 +154,21 @@ def test_chance_recall_at_1_is_the_chance_that_a_random_other_item_shares_the_cl
     assert np.isnan(evaluate.chance_recall_at_1([0]))
 
 
-@pytest.mark.parametrize("x, text", [(12.0, "12"), (0.7192, "0.719"), (-0.0125, "-0.013"),
-                                     (6e-4, "0.0006"), (2.922e-10, "2.9e-10"), (0.0, "0"),
+@pytest.mark.parametrize("x, text", [(12.0, "12"), (300.0, "300"), (1.0, "1.000"), (0.7192, "0.719"),
+                                     (-0.0125, "-0.013"), (0.0041, "0.004"), (6e-4, "0.0006"),
+                                     (3e-5, "0.00003"), (2.922e-10, "0"), (6.5e-07, "0"), (0.0, "0"),
                                      (-0.0, "0"), (-4.252e-04, "-0.00043"), (float("nan"), "nan")])
 def test_float_format_has_no_scientific_zeros(x, text):
     assert verdicts.float_format(x) == text
+
+
+def test_outcome_and_interval_of_paired_differences():
+    assert verdicts.outcome([0.03, 0.02, 0.04]) == "win"
+    assert verdicts.outcome([-0.03, -0.02, -0.04]) == "loss"
+    assert verdicts.outcome([0.005, 0.0, 0.01]) == "tie"
+    assert verdicts.outcome([0.05, -0.01, 0.06]) == "tie"  # mean 0.033 < its std 0.038
+    assert verdicts.outcome([0.08, -0.002, 0.08]) == "mixed"  # mean 0.053 > std 0.047, one seed below 0
+    low, high = verdicts.interval([0.01, 0.02, 0.03])
+    half = stats.t.ppf(0.975, 2) * 0.01 / np.sqrt(3)  # std 0.01 over 3 seeds
+    assert (low, high) == pytest.approx((0.02 - half, 0.02 + half))
+    assert np.isnan(verdicts.interval([0.1])[0])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -28,6 +29,7 @@ from test_cli import ue
 from ue_lib.check import check
 
 BASELINE = REPO / "tests" / "baselines" / "smoke.json"
+FORMULA_TAGS = {"inline-losses"}  # teaching cells, each tested to equal the library's functions
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
@@ -55,10 +57,12 @@ def test_notebooks_open_their_run_folder_in_one_call_and_save_without_noise():
     run` passes it), a figure is saved and shown by one call, results are saved as they are
     recorded (no `_ = run.save_results()`), and rows go through `add_rows` (de-duplicated)."""
     for path in NOTEBOOKS:
-        code = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"]
-                if c["cell_type"] == "code"]
+        cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+        code = ["".join(c["source"]) for c in cells]
         assert "run = RunFolder.for_notebook(globals())" in code[1], path.name
-        joined = "\n".join(code[1:])
+        # a cell that writes out a key formula for teaching (tested against the library) may define it
+        joined = "\n".join(src for c, src in zip(cells[1:], code[1:])
+                           if not set(c.get("metadata", {}).get("tags", [])) & FORMULA_TAGS)
         assert path.stem not in joined, path.name
         for noise in ("plt.show()", "savefig(", "save_results", "_ = ", "run.rows +=", "def "):
             assert noise not in joined, (path.name, noise)
@@ -275,3 +279,85 @@ def test_the_scratch_profile_still_runs(tmp_path, data_root):
     results = pd.read_csv(tmp_path / "results.csv")
     assert set(results.domain) >= {"omniglot", "fashion", "glyphs", "merged"}
     assert json.loads((tmp_path / "run.json").read_text())["resolved_profile"]["backbone"] == "small_cnn"
+
+
+SCIENTIFIC = re.compile(r"(?<![\w.])\d+(\.\d+)?e[-+]?\d+\b")  # 2.9e-10, 6.5e-07, 1e+03
+MAX_LOG_LINES = 10
+
+
+def _texts(cell: dict) -> list[str]:
+    """What a reader sees of an executed cell: its streams and its text, Markdown and HTML."""
+    out = []
+    for o in cell.get("outputs", []):
+        if o.get("output_type") == "stream":
+            out.append("".join(o["text"]))
+        for kind in ("text/plain", "text/markdown", "text/html"):
+            if kind in o.get("data", {}):
+                out.append("".join(o["data"][kind]))
+    return out
+
+
+def log_lines(notebook: Path) -> int:
+    """Lines a notebook printed (stdout and stderr streams), over all its cells."""
+    cells = json.loads(notebook.read_text())["cells"]
+    return sum("".join(o["text"]).count("\n") for c in cells for o in c.get("outputs", [])
+               if o.get("output_type") == "stream")
+
+
+def teaching_gaps(notebook: Path) -> list[str]:
+    """What a teaching notebook lacks: learning objectives at the top, Key takeaways before the
+    exercises (and before "What this run shows" where it has one), exercises that each have a hint,
+    an expected direction and a collapsed answer, and (01) the glossary."""
+    cells = json.loads(notebook.read_text())["cells"]
+    md = ["".join(c["source"]) for c in cells if c["cell_type"] == "markdown"]
+    text, gaps = "\n".join(md), []
+    if "Learning objectives" not in md[0]:
+        gaps.append("no learning objectives in the first cell")
+    heads = [m.splitlines()[0] for m in md]
+    for head in ("## Key takeaways", "## Exercises"):
+        if head not in heads:
+            gaps.append(f"no {head!r} section")
+    if {"## Key takeaways", "## Exercises"} <= set(heads) and \
+            heads.index("## Key takeaways") > heads.index("## Exercises"):
+        gaps.append("Key takeaways after the exercises")
+    if "## What this run shows" in heads and "## Key takeaways" in heads and \
+            heads.index("## What this run shows") < heads.index("## Key takeaways"):
+        gaps.append("What this run shows before Key takeaways")
+    exercises = text.split("## Exercises", 1)[-1]
+    n = len(re.findall(r"^\*\*\d+\. ", exercises, flags=re.M))
+    for part, name in (("*Hint:*", "hint"), ("*Expected:*", "expected direction"),
+                       ("<details><summary>", "collapsed answer")):
+        if n < 2 or exercises.count(part) != n:
+            gaps.append(f"{exercises.count(part)} {name}s for {n} exercises")
+    if notebook.name.startswith("01_") and "## Glossary" not in heads:
+        gaps.append("no glossary")
+    return gaps
+
+
+def test_committed_notebooks_teach():
+    gaps = {p.name: g for p in NOTEBOOKS if (g := teaching_gaps(p))}
+    assert not gaps, gaps
+
+
+def test_the_teaching_check_finds_what_is_missing(tmp_path):
+    book = {"cells": [{"cell_type": "markdown", "source": ["# x\n"]},
+                      {"cell_type": "markdown", "source": ["## Exercises\n**1. A**\n- *Hint:* h\n"]}]}
+    (tmp_path / "01_x.ipynb").write_text(json.dumps(book))
+    gaps = teaching_gaps(tmp_path / "01_x.ipynb")
+    assert "no learning objectives in the first cell" in gaps and "no '## Key takeaways' section" in gaps
+    assert "1 hints for 1 exercises" in gaps and "no glossary" in gaps
+
+
+def test_executed_notebooks_are_quiet_and_free_of_scientific_notation(smoke_run):
+    for book in NOTEBOOKS:
+        executed = smoke_run / "notebooks" / book.name
+        assert log_lines(executed) <= MAX_LOG_LINES, (book.name, log_lines(executed))
+        cells = json.loads(executed.read_text())["cells"]
+        found = [m.group(0) for c in cells for t in _texts(c) for m in SCIENTIFIC.finditer(t)]
+        assert not found, (book.name, found[:5])
+
+
+def test_the_scientific_notation_check_catches_floats_not_words():
+    assert [m.group(0) for m in SCIENTIFIC.finditer("p 2.9e-10, 6.5e-07 and 1e+03")] == \
+        ["2.9e-10", "6.5e-07", "1e+03"]
+    assert not SCIENTIFIC.findall("the 3e ablation, epoch 12, lr 0.0006, cafe5e")

@@ -108,7 +108,8 @@ def test_naive_fusion_verdict_lines():
         "- Stopping all domains at epoch 8 cost on average +0.033 test recall@1 against each domain's own "
         "peak epoch; the largest cost was +0.100 (A)."]
     assert text.endswith("(peaks 6 epochs apart, at least the 4 that count as different), and one shared "
-                         "stopping point cost up to 0.100 test recall@1 (more than 0.010).")
+                         "stopping point cost up to 0.100 test recall@1, on average +0.033 over the domains "
+                         "(more than 0.010 counts).")
     # an explicit min_spread in epochs replaces the default of two evaluation intervals
     assert "fewer than the 8 that count" in histories.naive_fusion_verdict(
         history({"A": OVERFIT, "B": RISING}, {"A": OVERFIT, "B": RISING}), 8, min_spread=8)
@@ -144,6 +145,21 @@ def test_a_ceiling_reached_several_times_peaks_at_its_last_epoch():
     assert peak_table({"A": CEILING[:-1] + [0.9930]}).peak_epoch[0] == 14
 
 
+def test_a_domain_at_its_ceiling_from_the_first_evaluation_is_not_over_fitting():
+    # glyphs and ORL in mini: 0.99 from epoch 1, then small dips; clip art truly over-fits
+    t = peak_table({"orl": [0.99, 0.97, 0.975, 0.97], "clip": [0.5, 0.6, 0.55, 0.5],
+                    "rising": [0.3, 0.4, 0.5, 0.6]}).set_index("domain")
+    assert t.loc["orl", "status"] == "at ceiling" and not t.loc["orl", "overfits"]
+    assert t.loc["clip", "status"] == "over-fits"
+    assert histories.peak_spread(t.reset_index()) == 4  # clip 4, rising 8: orl is not counted
+    below = peak_table({"orl": [0.94, 0.92, 0.93, 0.92]}).set_index("domain")  # under the 0.95 ceiling
+    assert below.loc["orl", "status"] == "over-fits"
+    text = verdict01({"orl": [0.99, 0.97, 0.975, 0.97], "clip": [0.5, 0.6, 0.55, 0.5]},
+                     {"orl": FLAT, "clip": FLAT}, 4)
+    assert "at their ceiling from the first evaluation (maximum 0.95 or more), so not counted: orl." in text
+    assert "Over-fitted (last evaluation more than 0.010 below the peak): clip (-0.100)" in text
+
+
 def test_naive_fusion_verdict_says_when_the_run_was_too_short():
     rising = verdict01({"A": RISING, "B": RISING}, {"A": RISING, "B": RISING}, 8).split("\n\n")[1]
     assert rising == ("Every domain was still improving at its last evaluation (a domain still improves "
@@ -172,7 +188,8 @@ def test_budget_table_sums_the_batches_of_each_domain():
     assert np.isnan(old.batches[0]) and np.isnan(old.batches_to_selected[0])
     assert old.note[0] == "batches not recorded for every epoch (trained before they were)"
     assert histories.budget_sentence(old) == ("No domain has the batch counts of two models to compare. Not "
-                                           "recorded for naive. No model was selected at its last epoch.")
+                                           "recorded for naive. No model is flagged (collapsed, peaked "
+                                              "early or still improving).")
 
 
 def test_budgets_are_equal_within_the_tolerance():
@@ -182,30 +199,50 @@ def test_budgets_are_equal_within_the_tolerance():
     assert "**not** equal" in histories.budget_sentence(near, Rules(budget_tolerance=0.04))
 
 
-def test_collapsed_near_chance_or_selected_early():
+def test_collapsed_only_near_chance():
     h = history({"A": [0.03, 0.05, 0.04], "B": [0.02, 0.04, 0.03]}, every=1)  # epoch 2: mean 0.045
-    assert histories.collapsed(h, 2, 3, {"A": 0.02, "B": 0.03}) == ("near chance: mean val recall@1 0.045 vs "
-                                                                 "chance 0.025")  # 0.045 < 2 x 0.025
-    assert histories.collapsed(h, 2, 3, {"A": 0.02, "B": 0.02}) is None  # 0.045 > 2 x 0.020
-    assert histories.collapsed(h, 2, 3) is None  # no chance given, a short run
-    assert histories.collapsed(h, 2, 30) == "best epoch 2 of 30"
-    assert histories.collapsed(h, 3, 30) is None
-    assert histories.collapsed(h, 1, 9) is None  # fewer than 10 epochs: selecting early is no sign
-    assert histories.collapsed(h, 2, 30, {"A": 0.03, "B": 0.03}) == (
-        "near chance: mean val recall@1 0.045 vs chance 0.030; best epoch 2 of 30")
-    assert histories.collapsed(h, 2, 30, rules=Rules(collapse_epoch=1)) is None
+    holds = histories.flag(h, 2, 3, {"A": 0.02, "B": 0.03})  # 0.02 of the 0.975 from chance to 1
+    assert holds == "collapsed: near chance (mean val recall@1 0.045, chance 0.025)"
+    assert histories.flag(h, 2, 3) is None  # no chance level given: never "collapsed"
+    # near chance outranks an early selection
+    assert histories.flag(h, 2, 30, {"A": 0.03, "B": 0.03}).startswith("collapsed: near chance")
+    # a split of few classes has a high chance level: 0.690 against 0.366 is half-way to 1, healthy
+    # (the review's clip art specialist, which twice chance would have called collapsed)
+    clip = history({"clip": [0.69, 0.60]}, every=1)
+    assert histories.flag(clip, 1, 2, {"clip": 0.366}) is None
+    edge = history({"x": [0.5, 0.4]}, every=1)  # exactly a fifth of the way from 0.375: not collapsed
+    assert histories.flag(edge, 1, 2, {"x": 0.375}) is None
+    assert histories.flag(edge, 1, 2, {"x": 0.376}).startswith("collapsed")
 
 
-def test_collapse_flags_use_the_chance_of_each_domains_validation_labels():
+def test_a_healthy_model_selected_early_peaked_early_it_did_not_collapse():
+    h = _val_history(0.854, epochs=30)  # the embedding_mse student of the review: high, at epoch 2
+    assert histories.flag(h, 2, 30, {"blobs": 0.05}) == "peaked early: selected at epoch 2 of 30"
+    assert histories.flag(h, 1, 30) == "peaked early: selected at epoch 1 of 30"  # a teacher
+    assert histories.flag(h, 3, 30) is None  # after epoch 2: not early
+    assert histories.flag(h, 1, 9) is None  # fewer than 10 epochs: selecting early is no sign
+    assert histories.flag(h, 2, 30, rules=Rules(early_epoch=1)) is None
+
+
+def test_still_improving_flag_is_a_selection_at_the_last_epoch():
+    h = _val_history(0.6, epochs=10)
+    assert histories.flag(h, 10, 10) == "still improving: train longer"
+    assert histories.flag(h, 9, 10) is None
+
+
+def test_model_flags_use_the_chance_of_each_domains_validation_labels():
     from helpers import blob_domain
 
     domains = {"blobs": blob_domain(n_classes=14)}  # val: 3 classes x 6 -> chance 90/306
     models = {"distill:good": SimpleNamespace(history=_val_history(0.9), best_epoch=5),
-              "distill:chance": SimpleNamespace(history=_val_history(0.5), best_epoch=5),
+              "distill:chance": SimpleNamespace(history=_val_history(0.35), best_epoch=5),
+              "specialist:blobs": SimpleNamespace(history=_val_history(0.9), best_epoch=1),
               "distill:early": SimpleNamespace(history=_val_history(0.9), best_epoch=2)}
-    flags = histories.collapse_flags(models, domains)
-    assert flags == {"distill:chance": "near chance: mean val recall@1 0.500 vs chance 0.294",
-                     "distill:early": "best epoch 2 of 10"}
+    flags = histories.model_flags(models, domains)
+    assert flags == {"distill:chance": "collapsed: near chance (mean val recall@1 0.350, chance 0.294)",
+                     "specialist:blobs": "peaked early: selected at epoch 1 of 10",
+                     "distill:early": "peaked early: selected at epoch 2 of 10"}
+    assert histories.collapsed_only(flags) == {"distill:chance": flags["distill:chance"]}
 
 
 def test_tuning_table_stacks_the_methods_points():
@@ -229,5 +266,35 @@ def test_gallery_sentence_gives_classes_and_chance_per_split():
 def test_budget_table_marks_collapsed_models():
     models = {"distill:kl": SimpleNamespace(history=_val_history(0.9), best_epoch=10),
               "distill:darkrank": SimpleNamespace(history=_val_history(0.1), best_epoch=2)}
-    t = histories.budget_table(models, flags={"distill:darkrank": "best epoch 2 of 10"})
-    assert t.flag.tolist() == [histories.TRAIN_LONGER, "collapsed: best epoch 2 of 10"]
+    t = histories.budget_table(models, flags={"distill:darkrank": "collapsed: near chance (…)"})
+    assert t.flag.tolist() == [histories.TRAIN_LONGER, "collapsed: near chance (…)"]
+    # without flags the table flags what needs no chance level: early and late selections
+    t = histories.budget_table({"specialist:orl": SimpleNamespace(history=_val_history(0.9), best_epoch=1)})
+    assert t.flag.tolist() == ["peaked early: selected at epoch 1 of 10"]
+    assert "Peaked early (selected at epoch 2 or before" in histories.flags_sentence(t)
+    view = histories.budget_view(histories.budget_table(models))
+    assert list(view.index) == ["distill:kl", "distill:darkrank"]
+    assert list(view.columns) == ["epochs", "selected", "batches", "flag"]
+    assert view.batches.tolist() == ["not recorded"] * 2  # these histories have no batch rows
+    mixed = histories.budget_view(histories.budget_table(
+        {"naive": NAIVE, "specialist:A": trained({"A": [12, 12, 12, 12]}, best=2),
+         "odd": trained({"A": [10, 10, 10, 10], "B": [5, 5, 5, 5]}, best=2)}))
+    assert mixed.batches.tolist() == ["40 of each", "48 of A", "A 40, B 20"]
+
+
+def test_notebook_01s_stars_sit_at_its_tables_peak_epochs():
+    """Notebook 01 draws the stars at `peak_epochs`' peak_epoch; with or without that mapping
+    (the figure's own fallback uses the same tie rule) they sit at the table's epochs, not at the
+    first maximum (the review's clip art: first maximum at 1, table 3)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from ue_lib import figures
+
+    h = history({"clip": [0.8, 0.78, 0.797, 0.6], "orl": CEILING[:4], "omni": RISING}, every=1)
+    table = histories.peak_epochs(h)
+    assert dict(zip(table.domain, table.peak_epoch)) == {"clip": 3, "orl": 3, "omni": 4}
+    for peaks in (dict(zip(table.domain, table.peak_epoch)), None):
+        ax = figures.learning_curves(h, splits=("val",), peaks=peaks).axes[0]
+        stars = [ln for ln in ax.lines if ln.get_marker() == "*"]
+        assert sorted(int(ln.get_xdata()[0]) for ln in stars) == sorted(table.peak_epoch)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -74,7 +75,8 @@ def _trained(calls, folder: str | None = None) -> list[tuple]:
 def test_each_method_gets_the_same_grid_once_and_the_best_validation_point(tmp_path, trainings):
     run = _folder(tmp_path)
     tunings = {m: models.tuning(run, m) for m in ("kl", "distance_mse")}
-    assert len(_trained(trainings, "specialist")) == 2  # the teachers, once
+    # the teachers, each tuned once over the grid's optimiser settings (`tune_baselines`)
+    assert sorted(c[1:3] for c in _trained(trainings, "specialist")) == [(0, lr) for lr in GRID for _ in "ab"]
     for method, t in tunings.items():
         # exactly one student per grid point, all at the run's base seed
         assert sorted((c[1], c[2]) for c in _trained(trainings, f"distill-{method}")) == \
@@ -131,6 +133,8 @@ def test_each_method_gets_the_same_grid_once_and_the_best_validation_point(tmp_p
         assert np.allclose(reloaded.table[VAL_SCORE], t.table[VAL_SCORE])
         assert np.allclose(reloaded.table.seconds, t.table.seconds)
     assert trainings and not _trained(trainings)
+    assert [models.baseline_tuning(again, f"specialist:{d}").chosen for d in again.domains()] == \
+        [models.baseline_tuning(run, f"specialist:{d}").chosen for d in run.domains()]
     seconds = again.seconds()
     assert set(seconds) == {"specialist", "distill"} and all(v > 0 for v in seconds.values())
     assert np.isclose(seconds["distill"], np.mean([s for t in tunings.values() for s in t.table.seconds]))
@@ -167,6 +171,90 @@ def test_references_are_the_naive_model_and_the_specialists_on_test(tmp_path, tr
     assert set(run.seconds()) == {"specialist", "naive"}
     with pytest.raises(ValueError, match="no test bogus"):
         models.references(run, "bogus")
+
+
+def test_the_baselines_get_the_students_grid_and_their_own_choice(tmp_path, trainings):
+    run = _folder(tmp_path)
+    naive = models.baseline_tuning(run, "naive")
+    assert list(naive.table.lr) == GRID and naive.method == "naive"
+    assert sorted(c[1:3] for c in _trained(trainings, "naive")) == [(0, lr) for lr in GRID]
+    best = int(np.argmax(naive.table[VAL_SCORE].to_numpy()))
+    assert naive.chosen == {"lr": GRID[best]}
+    # naive fusion at every seed trains with its chosen lr; the base seed's is the chosen point
+    assert models.naive(run) is naive.results[best]
+    assert models.naive(run, 1).config["optim"]["lr"] == GRID[best]
+    for d in run.domains():
+        t = models.baseline_tuning(run, f"specialist:{d}")
+        assert models.specialist(run, d) is t.results[list(t.table.chosen).index(True)]
+    # a student's teachers are the tuned specialists
+    kl = models.student(run, "kl")
+    tuned = {d: r.model for d, r in models.specialists(run).items()}
+    assert kl.config == TrainJob(run.domains(), Distillation(models.tuning(run, "kl").profile, "kl",
+                                                             tuned), 0).config
+    # before the tuning: the profile's own lr (the grid's first point), found, not trained again
+    n = len(_trained(trainings))
+    before = models.untuned(run.profile)
+    assert models.naive(run, profile=before) is naive.results[0]
+    assert all(models.specialist(run, d, profile=before).config["optim"]["lr"] == TINY.lr
+               for d in run.domains())
+    assert len(_trained(trainings)) == n
+    # only the optimiser's settings tune a baseline: a loss parameter means nothing to it
+    p = run.profile.with_overrides({"distill_tuning": {"kl.temperature": [0.05, 0.2], "lr": GRID}})
+    assert p.baseline_points() == [{"lr": GRID[0]}, {"lr": GRID[1]}]
+    assert models.untuned(p).baseline_points() == [{}]
+    assert p.with_overrides({"distill_tuning": {"kl.temperature": [0.05, 0.2]}}).baseline_points() == [{}]
+
+
+def _point(score: float, best: int, epochs: int = 30) -> SimpleNamespace:
+    history = pd.DataFrame([{"epoch": e, "domain": "blobs", "split": "val", "metric": "recall@1",
+                             "value": score} for e in range(1, epochs + 1)])
+    return SimpleNamespace(history=history, best_epoch=best, seconds=1.0,
+                           config={"objective": {"epochs": epochs}}, split_mean=lambda split, metric: score)
+
+
+@pytest.mark.parametrize("scores, bests, chosen", [
+    ([0.854, 0.843], [2, 17], 1),   # the review's embedding_mse: 0.843 at epoch 17, not 0.854 at 2
+    ([0.854, 0.843], [5, 17], 0),   # both healthy: the best score
+    ([0.10, 0.843], [20, 17], 1),   # near chance (chance 0.294): never chosen
+    ([0.854, 0.86], [30, 17], 1),   # still improving at its last epoch is no defect: 0.86 wins
+    ([0.854, 0.86], [30, 30], 1),
+    ([0.854, 0.843], [1, 2], 0),    # every point flagged: the best of them, and it says so
+])
+def test_tuning_never_picks_a_flagged_point_unless_every_point_is(scores, bests, chosen):
+    from helpers import blob_domain
+
+    domain = blob_domain(n_classes=14)  # validation chance 0.294
+    points = [{"lr": 2e-3}, {"lr": 6e-4}]
+    results = dict(zip(map(str, points), (_point(s, b) for s, b in zip(scores, bests))))
+    folder = SimpleNamespace(log=lambda *a: None, note=lambda text: None)
+    t = models._tune(folder, "embedding_mse", TINY, points, lambda point: results[str(point)],
+                     {"blobs": domain})
+    assert t.chosen == points[chosen]
+    flags = t.table.flag.tolist()
+    assert t.qualified == (not flags[chosen].startswith(("collapsed", "peaked early")))
+    for i, (score, best) in enumerate(zip(scores, bests)):
+        assert flags[i].startswith("peaked early") == (best <= 2 and score > 0.6)
+        assert flags[i].startswith("collapsed") == (score - 0.294 < 0.2 * (1 - 0.294))
+
+
+def test_final_methods_bring_the_validation_best_other_loss(monkeypatch):
+    scores = {"kl": (0.865, ""), "distance_mse": (0.85, ""), "embedding_mse": (0.871, "peaked early: …"),
+              "rkd_distance": (0.870, ""), "darkrank": (0.80, "")}
+
+    def fake(folder, method, profile=None):
+        table = pd.DataFrame({VAL_SCORE: [scores[method][0]], "flag": [scores[method][1]], "chosen": [True]})
+        return models.Tuning(method, table, {}, profile)
+
+    monkeypatch.setattr(models, "tuning", fake)
+    p = load_profile("mini", overrides={"final_methods": "kl,distance_mse,best"})
+    run = SimpleNamespace(profile=p)
+    # embedding_mse scored higher but peaked early: rkd_distance is the validation-best other loss
+    assert models.final_methods(run) == ["kl", "distance_mse", "rkd_distance"]
+    assert models.final_methods(run, p.with_overrides({"final_methods": "kl"})) == ["kl"]
+    only = p.with_overrides({"distill_methods": "kl,distance_mse", "final_methods": "kl,distance_mse,best"})
+    assert models.final_methods(run, only) == ["kl", "distance_mse"]  # none left: "best" is dropped
+    with pytest.raises(ValueError, match="final_methods"):
+        load_profile("mini", overrides={"final_methods": "kl,bestest"})
 
 
 # ----------------------------------------------------------------------------- the setting
@@ -213,5 +301,27 @@ def test_ablation_plan_takes_knobs_seeds_and_seconds_from_the_tables_and_the_run
     tables = {"kl.temperature": ([0.05, 0.5], pd.DataFrame({"seed": [1, 0, 1]}))}
     plan = universal_verdicts.ablation_plan(tables, p, {"distill": 2.5, "naive": 9.0}, base_seed=3)
     assert plan.startswith("- Ran: kl.temperature (0.05, 0.5), on 2 seeds (0, 1).")
-    assert "x 5.0 s per point" in plan and "--seeds 0 1 " in plan
+    assert "x 2 seeds x 5.0 s (one kl student's training time in this run, 2.5 s" in plan
+    assert "--seeds 0 1 " in plan
     assert "on 1 seed (3): one seed has no spread" in universal_verdicts.ablation_plan({}, p, {}, 3)
+
+
+def test_conditions_train_each_distinct_student_once_around_the_tuned_ones(tmp_path, trainings):
+    conditions = {"capacity": {"own": {}, "linear": {"embedding_dim": 4}},
+                  "temperature": {"own": {}, "sharp": {"kl.temperature": 0.2}}}
+    run = _folder(tmp_path, epochs_specialist=1, epochs_distill=1, seeds="0,1",
+                  kl_conditions=conditions, kl_competitors="distance_mse")
+    rows = experiments.conditions(run)
+    assert set(rows.method) == {"kl", "distance_mse"} and set(rows.seed) == {0, 1}
+    assert set(map(tuple, rows[["factor", "level"]].drop_duplicates().to_numpy())) == {
+        ("capacity", "own"), ("capacity", "linear"), ("temperature", "own"), ("temperature", "sharp")}
+    students = [c for c in _trained(trainings) if c[0].startswith("distill")]
+    # tunings (2 methods x 2 points), seed 1's own students (2), the 4-d students (2 x 2), sharp kl (2)
+    assert len(students) == 4 + 2 + 4 + 2
+    mse = rows[(rows.method == "distance_mse") & (rows.metric == "recall@1")]
+    own = mse[mse.level == "own"].groupby(["factor", "seed", "domain"]).value.first()
+    sharp = mse[mse.level == "sharp"].set_index(["seed", "domain"]).value
+    assert np.allclose(sharp.sort_index(), own.loc["temperature"].sort_index())  # the same model
+    kl = rows[(rows.method == "kl") & (rows.level == "own") & (rows.factor == "capacity")]
+    same = run.rows_of("distill", "kl", models.student(run, "kl", 1), 1)
+    assert kl[kl.seed == 1].value.tolist() == same.value.tolist()  # the run's own students

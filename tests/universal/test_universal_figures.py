@@ -17,7 +17,7 @@ from matplotlib.patches import FancyBboxPatch  # noqa: E402
 from ue_lib import palette  # noqa: E402
 from ue_lib.data import Domain, Split  # noqa: E402
 from ue_lib.universal import figures as universal_figures  # noqa: E402
-from ue_lib.universal.examples import kl_worked_example  # noqa: E402
+from ue_lib.universal.examples import kl_shift_scale_example  # noqa: E402
 
 
 def _hex(color) -> str:
@@ -58,8 +58,10 @@ def test_pairwise_distances_use_cached_features_for_a_feature_model():
 
 def test_teacher_distance_histograms_colour_each_domain_and_state_its_median(sentinels):
     doms = {"x": _domain("x", _split(CORNERS[:3])), "y": _domain("y", _split(CORNERS))}
+    from ue_lib.universal.neighbours import teacher_distances
+
     fig = universal_figures.teacher_distance_histograms(
-        {"x": torch.nn.Flatten(), "y": torch.nn.Flatten()}, doms)
+        teacher_distances({"x": torch.nn.Flatten(), "y": torch.nn.Flatten()}, doms))
     for ax, name in zip(fig.axes, "xy"):
         assert {_hex(p.get_facecolor()) for p in ax.patches} == {DOMAIN_SENTINEL[name]}
     # x: 2, 0.586, 0.586; y adds (1, 0.498): 0.210, 1.108, 0.104 -> median 0.586 and 0.586
@@ -124,12 +126,142 @@ def test_method_diagram_has_its_labels_and_palette_colours(sentinels):
     assert batches == [_hex(palette.domain_color(f"domain {n}")) for n in "ABC"] and len(set(batches)) == 3
 
 
-def test_kl_example_figure_colours_teachers_by_domain_and_the_student_as_kl(sentinels):
-    fig = universal_figures.kl_example_figure(kl_worked_example())
-    for ax in fig.axes:
-        solid = [_hex(ln.get_color()) for ln in ax.lines if ln.get_linestyle() == "-"]
-        dashed = [_hex(ln.get_color()) for ln in ax.lines if ln.get_linestyle() == "--"]
-        assert solid == ["#0c0c0c", "#0d0d0d"] and dashed == ["#040404", "#040404"]
-    np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), [0.187384, 0.217987, 0.585786],
-                               atol=1e-6)
-    assert fig.axes[1].get_ylabel() == "softmax(−d / 0.05)"
+def test_kl_example_figure_draws_a_shift_and_a_scale_with_their_losses(sentinels):
+    fig = universal_figures.kl_example_figure(*kl_shift_scale_example())
+    ax_d, ax_p = fig.axes
+    assert [_hex(ln.get_color()) for ln in ax_d.lines] == ["#030303", palette.OKABE_ITO["orange"].lower(),
+                                                           palette.OKABE_ITO["reddish purple"].lower()]
+    assert [ln.get_linestyle() for ln in ax_d.lines] == ["-", "--", "--"]
+    np.testing.assert_allclose([ln.get_ydata() for ln in ax_d.lines],
+                               [[0.125, 0.1875, 0.25, 0.375], [0.375, 0.4375, 0.5, 0.625],
+                                [0.25, 0.375, 0.5, 0.75]])
+    heights = np.array([p.get_height() for p in ax_p.patches]).reshape(3, 4)  # p_A, shift, scale
+    np.testing.assert_allclose(heights[1], heights[0], atol=1e-12)  # the shift's bars are A's
+    assert np.abs(heights[2] - heights[0]).max() > 0.1  # the scale's are not
+    labels = [t.get_text() for t in ax_p.get_legend().get_texts()]
+    assert labels == ["p_A (teacher A)", "p_B, d_B = d_A + 0.25:\nKL 0.000, distance-MSE 0.0625",
+                      "p_B, d_B = 2 × d_A:\nKL 0.201, distance-MSE 0.0635"]
+    assert ax_p.get_ylabel() == "softmax(−d / 0.05)"
+
+
+# ------------------------------------------------------------------ models side by side, temperature
+
+# domain x lives in dimensions 0-1, domain y in 2-3 (classes 0, 0, 1, 1 in each). `_mixer` adds
+# y's dimensions onto x's: in its plane x sits at 0°, 4.5°, 90°, 85.5° and y at 1.1°, 8.9°, 88.9°,
+# 81.1°, so every item's nearest neighbour is an item of the other domain; the identity keeps the
+# domains orthogonal, so every item's nearest is its class partner.
+MIX = {"x": [[255, 0, 0, 0], [255, 20, 0, 0], [0, 255, 0, 0], [20, 255, 0, 0]],
+       "y": [[0, 0, 255, 5], [0, 0, 255, 40], [0, 0, 5, 255], [0, 0, 40, 255]]}
+MIXER_NEAREST = {"x0": "y0", "x1": "y0", "x2": "y2", "x3": "y2",
+                 "y0": "x0", "y1": "x1", "y2": "x2", "y3": "x3"}
+IDENTITY_NEAREST = {"x0": "x1", "x1": "x0", "x2": "x3", "x3": "x2",
+                    "y0": "y1", "y1": "y0", "y2": "y3", "y3": "y2"}
+
+
+def _mixer() -> torch.nn.Module:
+    lin = torch.nn.Linear(4, 2, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0]]))
+    return torch.nn.Sequential(torch.nn.Flatten(), lin)
+
+
+def _two_domains() -> dict[str, Domain]:
+    return {name: _domain(name, _split(v, np.array([0, 0, 1, 1]))) for name, v in MIX.items()}
+
+
+def _item(ax) -> str:
+    """The item ('x0' ... 'y3') whose image `ax` shows."""
+    row = tuple(int(v) for v in np.asarray(ax.images[0].get_array())[0])
+    return next(f"{name}{i}" for name, v in MIX.items() for i, r in enumerate(v) if tuple(r) == row)
+
+
+def test_merged_gallery_asks_each_model_the_same_queries_and_misses_other_domains(sentinels):
+    fig = universal_figures.merged_gallery({"naive": _mixer(), "distill:kl": torch.nn.Flatten()},
+                                           _two_domains(), n_queries=4, top=1)
+    rows = np.array(fig.axes).reshape(8, 2)
+    naive, kl = rows[:4], rows[4:]
+    assert [_item(r[0]) for r in naive] == [_item(r[0]) for r in kl]
+    assert [r[0].get_title() for r in naive] == ["query: x", "query: y", "query: x", "query: y"]
+    assert [_hex(r[0].title.get_color()) for r in naive] == ["#0a0a0a", "#0b0b0b"] * 2
+    assert {_hex(r[0].yaxis.label.get_color()) for r in naive} == {"#020202"}
+    assert {_hex(r[0].yaxis.label.get_color()) for r in kl} == {"#040404"}
+    for block, nearest, border in ((naive, MIXER_NEAREST, "#0f0f0f"), (kl, IDENTITY_NEAREST, "#0e0e0e")):
+        for query, hit in block:
+            assert _item(hit) == nearest[_item(query)]
+            assert _hex(hit.spines["left"].get_edgecolor()) == border  # MISS for the mixer
+            assert hit.get_title() == _item(hit)[0]
+            assert _hex(hit.title.get_color()) == DOMAIN_SENTINEL[hit.get_title()]
+
+
+def test_merged_gallery_queries_take_turns_over_domains_and_can_be_hit():
+    labels = np.array([0, 0, 1, 2, 3, 3, 4, 4])  # items 2 and 3: singletons, never queries
+    domain_ids = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    q = universal_figures._spread_queries(labels, domain_ids, 10, seed=0)
+    assert list(domain_ids[q]) == [0, 1, 0, 1, 1, 1] and set(q) == {0, 1, 4, 5, 6, 7}
+    assert list(universal_figures._spread_queries(labels, domain_ids, 3, seed=0)) == list(q[:3])
+
+
+def test_projections_share_items_orientation_and_axes(sentinels):
+    doms = _two_domains()
+    fig = universal_figures.projections({"naive": torch.nn.Flatten(), "distill:kl": torch.nn.Flatten()},
+                                        doms, per_domain=3, seed=1)
+    a, b = fig.axes
+    np.testing.assert_allclose(a.collections[0].get_offsets(), b.collections[0].get_offsets())
+    single = universal_figures.projection(torch.nn.Flatten(), doms, per_domain=3, seed=1)
+    np.testing.assert_allclose(single.axes[0].collections[0].get_offsets(), a.collections[0].get_offsets())
+    assert [_hex(c) for c in a.collections[0].get_facecolors()] == ["#0a0a0a"] * 3 + ["#0b0b0b"] * 3
+    assert [_hex(ax.title.get_color()) for ax in fig.axes] == ["#020202", "#040404"]
+    assert all(ax.get_title().endswith("% of variance") for ax in fig.axes)
+    assert any("not retrieval quality" in t.get_text() for t in fig.texts)
+    mixed = universal_figures.projections({"naive": _mixer(), "distill:kl": torch.nn.Flatten()}, doms)
+    a, b = mixed.axes
+    assert a.get_xlim() == b.get_xlim() and a.get_ylim() == b.get_ylim()
+    for ax in mixed.axes:  # both panels' points inside the shared limits
+        xy = ax.collections[0].get_offsets()
+        assert xy[:, 0].min() >= a.get_xlim()[0] and xy[:, 0].max() <= a.get_xlim()[1]
+        assert xy[:, 1].min() >= a.get_ylim()[0] and xy[:, 1].max() <= a.get_ylim()[1]
+    assert [t.get_text() for t in b.get_legend().get_texts()] == ["x", "y"]
+
+
+def test_softmax_panel_draws_the_losses_distributions_of_one_real_anchor(sentinels):
+    from ue_lib.universal import temperature
+
+    dom = _domain("x", _split(CORNERS, np.array([0, 0, 1, 1])))
+    fig = universal_figures.softmax_panel(torch.nn.Flatten(), dom, temperatures=(0.05, 1.0), p=2, k=2,
+                                          seed=3)
+    emb, labels = temperature.anchor_batch(torch.nn.Flatten(), dom.test, 2, 2, seed=3)
+    unit = emb.numpy() / np.linalg.norm(emb.numpy(), axis=1, keepdims=True)
+    d = 2 - 2 * unit[1:] @ unit[0]
+    order = np.argsort(d, kind="stable")
+    ax_d, ax_p = fig.axes
+    np.testing.assert_allclose(ax_d.collections[0].get_offsets()[:, 1], d[order], atol=1e-6)
+    same = labels[1:][order] == labels[0]
+    assert [_hex(c) for c in ax_d.collections[0].get_facecolors()] == \
+        ["#0e0e0e" if s else _hex(palette.OKABE_ITO["grey"]) for s in same]
+    curves = [ln for ln in ax_p.lines if ln.get_marker() == "o"]
+    for ln, tau in zip(curves, (0.05, 1.0)):
+        w = np.exp(-d[order] / tau)
+        np.testing.assert_allclose(ln.get_ydata(), w / w.sum(), atol=1e-5)
+    (marks,) = [ln for ln in ax_p.lines if ln.get_marker() == "^"]
+    assert list(marks.get_xdata()) == list(np.flatnonzero(same) + 1)
+    assert _hex(marks.get_color()) == "#0e0e0e"
+    w = np.exp(-np.sort(d) / 1.0)
+    legend = [t.get_text() for t in ax_p.get_legend().get_texts()]
+    assert legend[1] == f"τ = 1: nearest 1 carries {palette.fixed(w[0] / w.sum(), 2)}, nearest 3 1.00"
+
+
+
+def test_conditions_figure_draws_each_gap_with_its_interval():
+    import pandas as pd
+
+    table = pd.DataFrame({"factor": ["capacity"] * 2, "level": ["as profiled", "linear head"],
+                          "competitor": ["distance_mse"] * 2, "gap": [0.0, 0.04], "low": [-0.01, 0.02],
+                          "high": [0.01, 0.06], "reference": [True, False]})
+    fig = universal_figures.conditions_figure(table)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["as profiled\n(the run's)", "linear head"]
+    line = ax.lines[0]  # the points
+    assert np.allclose(line.get_ydata(), [0.0, 0.04])
+    bars = [c for c in ax.collections if len(c.get_segments()) == 2][0]
+    assert np.allclose([s[:, 1] for s in bars.get_segments()], [[-0.01, 0.01], [0.02, 0.06]])
+    assert _hex(line.get_color()) == _hex(palette.model_color("distill:distance_mse"))

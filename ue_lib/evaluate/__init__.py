@@ -3,7 +3,8 @@
 * The metrics of embeddings, computed with an exact, tie-deterministic faiss search
   (:mod:`.search`): leave-one-out and query/gallery Recall@K, MAP@R and MMP@5
   (:mod:`.retrieval`), whole-ranking mAP@all and precision@K (:mod:`.ranking`), coarse
-  Recall@K and graded nDCG@K (:mod:`.graded`).
+  Recall@K and graded nDCG@K (:mod:`.graded`); the ranked neighbours themselves, for figures,
+  by :func:`~.search.nearest_neighbours`.
 * Inference: a model's embeddings of a split (images or cached trunk features) and its
   per-domain and merged scores (:mod:`.inference`).
 """
@@ -22,7 +23,7 @@ from .retrieval import (
     retrieval_metrics,
     split_metrics,
 )
-from .search import TIE_EPS, l2_normalise
+from .search import TIE_EPS, l2_normalise, nearest_neighbours
 
 __all__ = [
     "TIE_EPS",
@@ -36,6 +37,7 @@ __all__ = [
     "l2_normalise",
     "merged_retrieval_metrics",
     "model_inputs",
+    "nearest_neighbours",
     "per_query_gallery_metrics",
     "per_query_graded_metrics",
     "per_query_metrics",

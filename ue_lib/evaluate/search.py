@@ -175,3 +175,26 @@ def _mean_metrics(
     if not mask.any():
         raise ValueError(f"no valid query in {what}: {why}")
     return {key: float(values[mask].mean()) for key, values in metrics.items()}
+
+
+def nearest_neighbours(embeddings: Any, k: int, queries: Any = None) -> np.ndarray:
+    """Leave-one-out neighbours by the search every metric here uses: for each item of
+    ``queries`` (indices into ``embeddings``; default: every item), the indices of its ``k``
+    most cosine-similar *other* items, best first, by the module's tie rule. ``k`` is clamped
+    to ``N - 1``. Returns an int64 array (len(queries), k)."""
+    x = _to_numpy(embeddings)
+    if x.ndim != 2:
+        raise ValueError(f"embeddings must have shape (N, D), got {x.shape}")
+    x = x.astype(np.float32, copy=False)
+    if not np.isfinite(x).all():
+        raise ValueError("embeddings contain NaN or inf")
+    rows = np.arange(len(x)) if queries is None else np.asarray(queries, dtype=np.int64).reshape(-1)
+    if len(rows) and (rows.min() < 0 or rows.max() >= len(x)):
+        raise ValueError(f"queries must be indices in [0, {len(x)}), got {rows.tolist()}")
+    k = min(int(k), len(x) - 1)
+    if k < 1 or not len(rows):
+        return np.zeros((len(rows), max(k, 0)), dtype=np.int64)
+    x = l2_normalise(x)
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(x)
+    return _search_sorted(index, x, x[rows], np.full(len(rows), k), self_rows=rows)

@@ -60,11 +60,18 @@ class DistributionDistillationLoss(nn.Module):
     def _log_softmax(self, d: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(-d / self.temperature, dim=1)
 
+    def distribution_of(self, distances: torch.Tensor) -> torch.Tensor:
+        """``softmax(-d / tau)`` along the last dimension of ``distances``: one anchor's
+        distances to its candidates (a row), or one row per anchor, each row summing to 1.
+        Adding a constant to a row leaves its distribution unchanged; multiplying the row by a
+        constant changes it (as dividing ``tau`` by that constant would)."""
+        return F.softmax(-distances / self.temperature, dim=-1)
+
     def distributions(self, embeddings: torch.Tensor) -> torch.Tensor:
         """(B, B-1): row i is ``softmax_j(-d(i, j) / tau)`` over the candidates ``j != i`` in
         their batch order (before any neighbour restriction) -- the ``p`` (teacher) or ``q``
-        (student) that this loss compares."""
-        return self._log_softmax(_off_diagonal(squared_distances(embeddings))).exp()
+        (student) that this loss compares (`distribution_of` the off-diagonal distances)."""
+        return self.distribution_of(_off_diagonal(squared_distances(embeddings)))
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         _check_pair(student, teacher)

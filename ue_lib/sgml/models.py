@@ -12,12 +12,15 @@ from .objectives import specialist_objective
 from .settings import SGMLSettings
 
 
-def rung_profile(folder, rung: str) -> SGMLSettings:
-    """The profile a rung of `sgml_ladder` trains its specialists with."""
+def rung_profile(folder, rung: str, domain: str | None = None) -> SGMLSettings:
+    """The profile a rung of `sgml_ladder` trains `domain`'s specialist with: the project's
+    specialist's (with the optimiser settings its tuning chose, `tune_baselines`) plus the
+    rung's settings, so that every rung starts from the same tuned baseline."""
     p = folder.profile
     if rung not in p.sgml_ladder:
         raise ValueError(f"unknown rung {rung!r} of sgml_ladder; valid: {', '.join(p.sgml_ladder)}")
-    return p.with_overrides(p.sgml_ladder[rung])
+    base = universal.baseline_profile(folder, f"specialist:{domain}", p) if domain else p
+    return base.with_overrides(p.sgml_ladder[rung])
 
 
 def attribute_domains(folder, seed: int | None = None) -> list[str]:
@@ -35,7 +38,9 @@ def attribute_domains(folder, seed: int | None = None) -> list[str]:
 def rung_specialist(folder, rung: str, domain: str, seed: int | None = None) -> TrainResult:
     """`domain`'s specialist of ladder rung `rung` at `seed` (a rung without settings is the
     project's specialist itself: notebook 02's model, reused)."""
-    p, seed = rung_profile(folder, rung), folder.seed if seed is None else seed
+    if not folder.profile.sgml_ladder[rung]:
+        return universal.specialist(folder, domain, seed)  # the project's own, tuned, reused
+    p, seed = rung_profile(folder, rung, domain), folder.seed if seed is None else seed
     d = folder.domains(seed, p)[domain]
     return folder.train(specialist_objective(p), {domain: d}, seed,
                         _rung_name(folder, rung, f"{slug(domain)}-seed{seed}"))

@@ -6,8 +6,10 @@ student distilled from the frozen specialists, with every distillation loss of `
 tuned alike. The role files, as in every system folder: `settings` (its part of a profile),
 `objectives` (what its models train to do), `models` (its models in a run folder), `experiments`
 (what its notebooks run), `verdicts` (its claims, decided by `ue_lib.verdicts`' rules) and
-`figures`; here also `histories` (what training curves and budgets say) and `examples` (the
-worked examples of notebooks 01 and 03).
+`figures`; here also `histories` (what training curves and budgets say and which models are
+flagged), `examples` (the worked examples of notebooks 01 and 03), `neighbours` (how much of a
+teacher's order and nearest neighbours a student keeps) and `temperature` (what the softmax
+over distances does at each τ).
 """
 
 from ..palette import OKABE_ITO, register_colors

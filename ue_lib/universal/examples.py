@@ -1,6 +1,7 @@
 """Worked examples on a handful of hand-placed points: the numbers behind the explanations in the
 notebooks, computed with the same functions the experiments use (`evaluate.per_query_metrics`,
-`losses.DistributionDistillationLoss`). `ue_lib.universal.figures.kl_example_figure` draws the kl example.
+`losses.DistributionDistillationLoss`). `ue_lib.universal.figures.kl_example_figure` draws the kl
+example.
 
 Points are unit vectors in 2-D given by their angle in degrees: the evaluation and the losses
 L2-normalise embeddings, so only directions matter, and the squared distance of two unit vectors
@@ -15,21 +16,28 @@ import torch
 from scipy.special import rel_entr
 
 from ..evaluate import per_query_metrics
-from ..losses import DistributionDistillationLoss, loss_defaults, squared_distances
+from ..losses import DistributionDistillationLoss, loss_defaults
 
 # metric_example: (angle in degrees, class) of each item
 METRIC_POINTS = ((0, "A"), (20, "A"), (90, "A"), (110, "B"), (150, "B"), (350, "C"))
 
-# kl_worked_example: angles of the anchor's three candidates (the anchor is at 0°) under each
-# domain's teacher, and under the student, which places both domains on one scale
-KL_TEACHER_ANGLES = {"domain A": (25, 27, 45), "domain B": (44, 48, 80)}
-KL_STUDENT_ANGLES = (35, 38, 62)
+# kl_shift_scale_example: teacher A's squared distances from one anchor to its four candidates,
+# nearest first. Round binary fractions, so that adding the shift is exact in floating point; they
+# are the squared distances 2 - 2 cos θ of unit vectors at about 20°, 25°, 29° and 36° from the anchor.
+KL_DISTANCES = (0.125, 0.1875, 0.25, 0.375)
+KL_SHIFT = 0.25  # case "shift": d_B = d_A + KL_SHIFT
+KL_SCALE = 2.0   # case "scale": d_B = KL_SCALE × d_A
 
 
 def _unit(angles) -> np.ndarray:
     """(N, 2) unit vectors at `angles` (degrees)."""
     a = np.deg2rad(np.asarray(angles, dtype=float))
     return np.stack([np.cos(a), np.sin(a)], axis=1)
+
+
+def _plain(x: float) -> str:
+    """`x` as written by hand, never in scientific notation: 0.25, 2, 0.0001."""
+    return np.format_float_positional(float(x), trim="-")
 
 
 def metric_example() -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -62,54 +70,51 @@ def metric_example() -> tuple[pd.DataFrame, pd.DataFrame]:
     return items, queries
 
 
-def kl_worked_example(temperature: float | None = None) -> pd.DataFrame:
-    """The argument for distribution distillation on one anchor and its three candidates.
+def kl_shift_scale_example(temperature: float | None = None, shift: float = KL_SHIFT,
+                           scale: float = KL_SCALE) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """What the kl loss ignores and what it does not, on one anchor's distances.
 
-    Two domains' teachers (`KL_TEACHER_ANGLES`) rank the candidates the same way, but teacher B's
-    squared distances are about 3x teacher A's. A student that puts both domains on one scale
-    in between (`KL_STUDENT_ANGLES`, the same for both domains) has distances about 2x teacher
-    A's and about 0.64x teacher B's: distance-MSE, which matches the distances themselves,
-    penalises it on both domains and could only be satisfied by reproducing both scales. The kl
-    targets p_T = softmax(-d_T / τ) (computed as in training, by
-    `DistributionDistillationLoss.distributions`, at the default temperature unless one is
-    given) are not scale-free -- at a fixed τ, larger distance gaps give a sharper softmax, so
-    p_T of teacher B is more peaked than teacher A's -- but both put most of the mass on the
-    same nearest candidate and almost none on the far one, in the same order; the student's
-    q_S lies between them (see `kl_example_losses` for how close).
+    Teacher A's squared distances from an anchor to its candidates are `KL_DISTANCES` (d_A).
+    Two other sets of distances B keep A's order of candidates and are treated as a student's:
 
-    Returns one row per domain and candidate (nearest first): domain, candidate, teacher_angle,
-    teacher_distance, teacher_p, student_angle, student_distance, student_q, temperature.
+    * case "shift", d_B = d_A + `shift`: every candidate moved the same amount farther away.
+      softmax(-d / τ) does not change when a constant is added to every d (the constant
+      multiplies every exp(-d / τ) by the same factor, which the normalisation cancels), so
+      p_B = p_A and KL(p_A ‖ p_B) = 0, while distance-MSE = mean (d_B - d_A)² = shift² > 0;
+    * case "scale", d_B = `scale` × d_A: the gaps between the distances grow too, so (for a
+      scale above 1) p_B is sharper than p_A -- a scale acts like dividing τ by it -- and both
+      losses are above 0.
+
+    With the defaults, the two cases have almost the same distance-MSE (0.0625 and 0.0635) but
+    only the scale changes the distribution. The distributions are `distribution_of` of
+    `DistributionDistillationLoss`, as in training, at `temperature` (default: the library's kl
+    default). The example works on one anchor's row of distances: that row, shifted, is still
+    the distances of unit vectors to the anchor (candidates at larger angles) while it stays
+    within [0, 4]; a whole batch's distance matrix shifted by a constant in general is not
+    (the candidates' distances among themselves constrain one another).
+
+    Returns (candidates: one row per case and candidate, nearest first: case, candidate,
+    angle_A (degrees between the anchor and the candidate under A), d_A, d_B, p_A, p_B;
+    losses: one row per case: case, change (how d_B is made), kl = KL(p_A ‖ p_B) = Σ p_A log(p_A / p_B) in
+    nats, total_variation = ½ Σ |p_A - p_B|, distance_mse = mean (d_B - d_A)², temperature).
     """
     tau = loss_defaults()["kl"]["temperature"] if temperature is None else temperature
     loss = DistributionDistillationLoss(temperature=tau)
 
-    def anchor_row(angles) -> tuple[np.ndarray, np.ndarray]:
-        """Squared distances and softmax distribution of the anchor (at 0°) to `angles`."""
-        emb = torch.from_numpy(_unit((0, *angles)))  # float64
-        return squared_distances(emb)[0, 1:].numpy(), loss.distributions(emb)[0].numpy()
+    def softmax(d: np.ndarray) -> np.ndarray:
+        return loss.distribution_of(torch.from_numpy(d)).numpy()
 
-    d_s, q_s = anchor_row(KL_STUDENT_ANGLES)
-    rows = []
-    for domain, angles in KL_TEACHER_ANGLES.items():
-        d_t, p_t = anchor_row(angles)
-        rows += [{"domain": domain, "candidate": j + 1, "teacher_angle": angles[j],
-                  "teacher_distance": d_t[j], "teacher_p": p_t[j], "student_angle": KL_STUDENT_ANGLES[j],
-                  "student_distance": d_s[j], "student_q": q_s[j], "temperature": tau}
-                 for j in range(len(angles))]
-    return pd.DataFrame(rows)
-
-
-def kl_example_losses(table: pd.DataFrame) -> pd.DataFrame:
-    """Per domain of a `kl_worked_example` table, how far the student is from the teacher for
-    the anchor: `kl` = KL(p_T ‖ q_S) = Σ p_T log(p_T / q_S) in nats (the paper's loss
-    for this anchor, 0 when q_S = p_T),
-    `total_variation` = ½ Σ |p_T - q_S| (the probability mass q_S puts elsewhere than p_T),
-    `distance_mse` = mean (d_S - d_T)² (distance-MSE's target) and `distance_ratio` = mean
-    d_S / d_T (1 when the student reproduces the teacher's scale)."""
-    p, q = table.teacher_p, table.student_q
-    t = table.assign(kl=rel_entr(p, q), total_variation=0.5 * (p - q).abs(),
-                     distance_mse=(table.student_distance - table.teacher_distance) ** 2,
-                     distance_ratio=table.student_distance / table.teacher_distance)
-    g = t.groupby("domain", sort=False)
-    return pd.concat([g[["kl", "total_variation"]].sum(), g[["distance_mse", "distance_ratio"]].mean()],
-                     axis=1).reset_index()
+    d_a = np.array(KL_DISTANCES, dtype=float)
+    p_a = softmax(d_a)
+    cases = {"shift": (f"d_B = d_A + {_plain(shift)}", d_a + shift),
+             "scale": (f"d_B = {_plain(scale)} × d_A", scale * d_a)}
+    candidates, losses = [], []
+    for case, (rule, d_b) in cases.items():
+        p_b = softmax(d_b)
+        candidates.append(pd.DataFrame({
+            "case": case, "candidate": np.arange(1, len(d_a) + 1),
+            "angle_A": np.degrees(np.arccos(1 - d_a / 2)), "d_A": d_a, "d_B": d_b, "p_A": p_a, "p_B": p_b}))
+        losses.append({"case": case, "change": rule, "kl": rel_entr(p_a, p_b).sum(),
+                       "total_variation": 0.5 * np.abs(p_a - p_b).sum(),
+                       "distance_mse": np.mean((d_b - d_a) ** 2), "temperature": tau})
+    return pd.concat(candidates, ignore_index=True), pd.DataFrame(losses)

@@ -1,10 +1,14 @@
 """The main paper's figures: the method in one picture, the worked KL example, the teachers'
 distance distributions and teacher-vs-student distances (notebook 03), a retrieval gallery and a
-projection of a model's embeddings. Each returns its Figure; the generic figures are in
+projection of a model's embeddings; at the end, what compares models on the same items (the
+projections side by side, a gallery of one index holding every domain) and the kl softmax of one
+anchor at several temperatures. Each returns its Figure; the generic figures are in
 `ue_lib.figures`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -12,13 +16,15 @@ import pandas as pd
 import torch
 from matplotlib.colors import to_rgba
 from matplotlib.patches import FancyBboxPatch
+from matplotlib.ticker import MaxNLocator
 from scipy.stats import spearmanr
 
 from .. import figures
 from ..data import Domain
-from ..evaluate import embed, model_inputs
-from ..losses import squared_distances
-from ..palette import domain_color, fixed, model_color
+from ..evaluate import combined_labels, embed, model_inputs, nearest_neighbours
+from ..palette import OKABE_ITO, domain_color, fixed, model_color
+from . import temperature
+from .neighbours import pairwise_distances, sample_items
 
 
 def gallery(model: torch.nn.Module, domain: Domain, n_queries: int = 5, top: int = 5, seed: int = 0,
@@ -32,43 +38,20 @@ def gallery(model: torch.nn.Module, domain: Domain, n_queries: int = 5, top: int
 def projection(model: torch.nn.Module, domains: dict[str, Domain], per_domain: int = 300,
                seed: int = 0, title: str = ""):
     """`ue_lib.figures.projection` of `model`'s embeddings of a seeded sample of at most
-    `per_domain` test images of every domain."""
-    rng = np.random.default_rng(seed)
-    points = {}
-    for name, d in domains.items():
-        idx = rng.choice(len(d.test), min(per_domain, len(d.test)), replace=False)
-        points[name] = embed(model, model_inputs(model, d.test)[idx])
-    return figures.projection(points, title)
+    `per_domain` test images of every domain (`_test_sample`; for several models side by side,
+    `projections`)."""
+    idx = _test_sample(domains, per_domain, seed)
+    return figures.projection({name: embed(model, model_inputs(model, d.test)[idx[name]])
+                               for name, d in domains.items()}, title)
 
 
 # ----------------------------------------------------------------------------- distances (notebook 03)
 
-def _sample(split, max_items: int, seed: int) -> np.ndarray:
-    """Sorted indices of a seeded sample of at most `max_items` items of `split`."""
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(len(split), min(max_items, len(split)), replace=False))
-
-
-def pairwise_distances(model: torch.nn.Module, split, idx) -> np.ndarray:
-    """Squared Euclidean distances between the L2-normalised embeddings by `model` of the items
-    `idx` of `split`, one per pair i < j (in `np.triu_indices` order): the distances the
-    distillation losses compare (`losses.squared_distances`), in [0, 4]. Embeds what the model
-    takes (`evaluate.model_inputs`: cached trunk features or images)."""
-    emb = torch.from_numpy(embed(model, model_inputs(model, split)[idx]))
-    return squared_distances(emb).numpy()[np.triu_indices(len(idx), k=1)]
-
-
-def teacher_distance_histograms(teachers: dict[str, torch.nn.Module], domains: dict[str, Domain],
-                                split: str = "test", max_items: int = 400, seed: int = 0):
+def teacher_distance_histograms(dist: dict[str, np.ndarray]):
     """Per domain (one panel each, shared x axis), the histogram of its teacher's pairwise
-    squared distances between the L2-normalised embeddings of a seeded sample of at most
-    `max_items` items of `split`, with the median marked and written: different teachers use
-    different parts of the [0, 4] range, which is what absolute-distance distillation asks one
-    student to reproduce at once."""
-    dist = {}
-    for name, d in domains.items():
-        s = d.splits[split]
-        dist[name] = pairwise_distances(teachers[name], s, _sample(s, max_items, seed))
+    squared distances between L2-normalised embeddings (`neighbours.teacher_distances`), with
+    the median marked and written: different teachers use different parts of the [0, 4]
+    range, which is what absolute-distance distillation asks one student to reproduce at once."""
     bins = np.linspace(0, max(max(v.max(initial=0) for v in dist.values()), 1e-6), 61)
     fig, axes = plt.subplots(len(dist), 1, sharex=True, squeeze=False,
                              figsize=(7, 0.6 + 1.3 * len(dist)))
@@ -96,7 +79,7 @@ def distance_scatter(teachers: dict[str, torch.nn.Module], students: dict[str, t
                              figsize=(0.5 + 2.8 * len(domains), 0.4 + 2.6 * len(students)))
     for col, (name, d) in enumerate(domains.items()):
         s = d.splits[split]
-        idx = _sample(s, max_items, seed)
+        idx = sample_items(s, max_items, seed)
         d_t = pairwise_distances(teachers[name], s, idx)
         for row, (method, student) in enumerate(students.items()):
             ax, d_s = axes[row, col], pairwise_distances(student, s, idx)
@@ -171,27 +154,162 @@ def method_diagram():
     return fig
 
 
-def kl_example_figure(table: pd.DataFrame):
-    """Two panels of `examples.kl_worked_example`: left, each teacher's (solid, in its domain's
-    colour) and the student's (dashed, in the kl colour) distances from the anchor to its
-    candidates, nearest first -- what distance-MSE matches; right, the softmax distributions
-    p_T and q_S of the same distances -- what the kl loss matches."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    student = model_color("distill:kl")
-    for k, (domain, g) in enumerate(table.groupby("domain", sort=False)):
-        color, marker = domain_color(domain), "os^D"[k % 4]
-        for ax, (t, s) in zip(axes, (("teacher_distance", "student_distance"), ("teacher_p", "student_q"))):
-            ax.plot(g.candidate, g[t], marker=marker, color=color, label=f"teacher on {domain}")
-            ax.plot(g.candidate, g[s], marker=marker, color=student, linestyle="--",
-                    markerfacecolor="none", label=f"student on {domain}")
-    tau = fixed(table.temperature.iloc[0], 2)
-    axes[0].set(ylabel="squared distance d to the anchor", title="absolute distances (distance-MSE)",
-                ylim=(0, None))
-    axes[1].set(ylabel=f"softmax(−d / {tau})", ylim=(0, 1.05),
-                title="distributions p_T, q_S (kl)")
-    for ax in axes:
-        ax.set_xticks(sorted(table.candidate.unique()))
+def kl_example_figure(candidates: pd.DataFrame, losses: pd.DataFrame):
+    """Two panels of `examples.kl_shift_scale_example` (its two tables): left, teacher A's
+    distances from the anchor to each candidate (solid, in the teacher's colour) and the two
+    other sets B, A + a shift and A × a scale (dashed) -- what distance-MSE compares; right,
+    their softmax distributions as bars -- what the kl loss compares: the shift's bars are A's,
+    the scale's are not. Each B is labelled with its change and both losses."""
+    fig, (ax_d, ax_p) = plt.subplots(1, 2, figsize=(11, 3.9))
+    a = candidates[candidates.case == candidates.case.iloc[0]]
+    x, width = a.candidate.to_numpy(), 0.8 / (1 + len(losses))
+    teacher = model_color("teacher")
+    ax_d.plot(x, a.d_A, marker="o", color=teacher, label="d_A (teacher A)")
+    ax_p.bar(x - 0.4 + width / 2, a.p_A, width, color=teacher, label="p_A (teacher A)")
+    colors, markers = (OKABE_ITO["orange"], OKABE_ITO["reddish purple"], OKABE_ITO["sky blue"]), "s^D"
+    for k, row in enumerate(losses.itertuples()):
+        g = candidates[candidates.case == row.case]
+        color, marker = colors[k % len(colors)], markers[k % len(markers)]
+        ax_d.plot(g.candidate, g.d_B, marker=marker, color=color, linestyle="--", label=row.change)
+        losses_text = f"KL {fixed(row.kl, 3)}, distance-MSE {fixed(row.distance_mse, 4)}"
+        ax_p.bar(x - 0.4 + (k + 1.5) * width, g.p_B, width, color=color,
+                 label=f"p_B, {row.change}:\n{losses_text}")
+    tau = fixed(losses.temperature.iloc[0], 2)
+    ax_d.set(ylabel="squared distance d to the anchor", ylim=(0, None),
+             title="distances (distance-MSE compares these)")
+    ax_p.set(ylabel=f"softmax(−d / {tau})", ylim=(0, 1.05),
+             title="distributions (kl compares these)")
+    for ax, corner in ((ax_d, "upper left"), (ax_p, "upper right")):
+        ax.set_xticks(x)
         ax.set_xlabel("candidate (nearest first)")
-    axes[1].legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
+        ax.legend(fontsize=8, loc=corner)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------ models side by side, temperatures
+
+def _test_sample(domains: Mapping[str, Domain], per_domain: int, seed: int) -> dict[str, np.ndarray]:
+    """Per domain, a seeded sample of at most `per_domain` test items (one generator drawing
+    the domains in order)."""
+    rng = np.random.default_rng(seed)
+    return {name: rng.choice(len(d.test), min(per_domain, len(d.test)), replace=False)
+            for name, d in domains.items()}
+
+
+def projections(models: Mapping[str, torch.nn.Module], domains: Mapping[str, Domain],
+                per_domain: int = 300, seed: int = 0, title: str = ""):
+    """`ue_lib.figures.projections`: one PCA panel per model ({model label, e.g. 'naive' or
+    'distill:kl': model}) of the L2-normalised embeddings of the same seeded sample of at most
+    `per_domain` test images of every domain, on shared axes."""
+    idx = _test_sample(domains, per_domain, seed)
+    return figures.projections({label: {name: embed(model, model_inputs(model, d.test)[idx[name]])
+                                        for name, d in domains.items()}
+                                for label, model in models.items()}, title)
+
+
+def _spread_queries(labels: np.ndarray, domain_ids: np.ndarray, n_queries: int, seed: int
+                    ) -> np.ndarray:
+    """`n_queries` items taken from the domains in turn (first, second, ..., first again), each
+    a seeded random item whose class has another item in the index (so a hit is possible)."""
+    rng = np.random.default_rng(seed)
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    valid = counts[inverse.reshape(-1)] > 1
+    turns = [rng.permutation(np.flatnonzero(valid & (domain_ids == d))) for d in np.unique(domain_ids)]
+    order = [t[i] for i in range(max(map(len, turns), default=0)) for t in turns if i < len(t)]
+    return np.asarray(order[:n_queries], dtype=np.int64)
+
+
+def merged_gallery(models: Mapping[str, torch.nn.Module], domains: Mapping[str, Domain],
+                   n_queries: int = 5, top: int = 5, seed: int = 0, title: str = ""):
+    """Retrieval in ONE index of every domain's test images, as the merged evaluation does
+    (`evaluate.merged_retrieval_metrics`): for each model ({model label: model}) a block of
+    rows (`ue_lib.figures.neighbour_blocks`) with the same queries (seeded, taken from the
+    domains in turn) and their top-`top` neighbours (`evaluate.nearest_neighbours`), a hit only
+    when the neighbour has the query's class AND domain; each neighbour is titled with its
+    domain, so a model that confuses domains shows other domains' names in its rows."""
+    names, tests = list(domains), [d.test for d in domains.values()]
+    labels, domain_ids = combined_labels({n: s.labels for n, s in zip(names, tests)})
+    queries = _spread_queries(labels, domain_ids, n_queries, seed)
+    ranked = {label: nearest_neighbours(np.concatenate([embed(m, model_inputs(m, s)) for s in tests]),
+                                        top, queries)
+              for label, m in models.items()}
+    starts = np.cumsum([0] + [len(s) for s in tests])
+    shown = np.unique(np.concatenate([queries, *(r.ravel() for r in ranked.values())]))
+    images = {int(i): tests[domain_ids[i]].images[i - starts[domain_ids[i]]] for i in shown}
+    return figures.neighbour_blocks(
+        images, labels, np.asarray(names)[domain_ids], queries, ranked,
+        title or f"The same {len(queries)} queries in one index of all {len(names)} domains' "
+                 f"test images ({len(labels)}):\ntop-{top} neighbours per model")
+
+
+def softmax_panel(model: torch.nn.Module, domain: Domain, temperatures=(0.02, 0.05, 0.2, 1.0),
+                  p: int = 8, k: int = 4, seed: int = 0, split: str = "test", title: str = ""):
+    """The kl loss's softmax(-d / τ) of one anchor at several temperatures, on a real batch
+    (`temperature.anchor_batch`: P classes x K images of `domain`'s `split`, embedded by
+    `model`). Left: the anchor's squared distances to the candidates, nearest first, those of
+    the anchor's class in `HIT`. Right: each τ's distribution over the same candidates (the
+    loss's own, `temperature.anchor_distributions`), labelled with the mass on the nearest 1
+    and 5 (`temperature.softmax_mass`; `temperature.anchor_mass` gives the table), the
+    anchor's class marked on the x axis."""
+    emb, labels = temperature.anchor_batch(model, domain.splits[split], p, k, seed)
+    table = temperature.anchor_distributions(emb, labels, temperatures)
+    first = table[table.temperature == table.temperature.iloc[0]]
+    five = min(5, len(first))
+    mass = temperature.softmax_mass(first.distance, temperatures, (1, five)).set_index(["temperature", "k"])
+    same = first.same_class.to_numpy()
+    fig, (ax_d, ax_p) = plt.subplots(1, 2, figsize=(11, 3.9), gridspec_kw={"width_ratios": [1, 1.5]})
+    colors = np.where(same, figures.HIT, OKABE_ITO["grey"])
+    ax_d.scatter(first["rank"], first.distance, c=list(colors), s=22, zorder=3)
+    ax_d.set(xlabel="candidate (nearest first)", ylabel="squared distance d to the anchor",
+             ylim=(0, None), title=f"{domain.name}: one anchor, {len(first)} candidates")
+    # temperatures in order of a sequential map (no green: that is HIT's)
+    for tau, color in zip(temperatures, plt.get_cmap("plasma")(np.linspace(0.1, 0.75, len(temperatures)))):
+        g = table[table.temperature == float(tau)]
+        m1, m5 = (mass.loc[(float(tau), n), "mass"] for n in (1, five))
+        ax_p.plot(g["rank"], g.p, color=color, marker="o", markersize=3, linewidth=1.5,
+                  label=f"τ = {tau:g}: nearest 1 carries {fixed(m1, 2)}, nearest {five} {fixed(m5, 2)}")
+    ax_p.plot(first["rank"][same], np.zeros(same.sum()), linestyle="none", marker="^", markersize=8,
+              color=figures.HIT, transform=ax_p.get_xaxis_transform(), clip_on=False,
+              label="candidate of the anchor's class")
+    ax_p.set(xlabel="candidate (nearest first)", ylabel="softmax(−d / τ)", ylim=(0, None),
+             title="what the kl loss matches, per temperature τ")
+    ax_p.legend(fontsize=8, loc="upper right")
+    for ax in (ax_d, ax_p):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(title or "Temperature: how much of one anchor's distribution its nearest "
+                          "candidates carry", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- when does kl help (05)
+
+def conditions_figure(table: pd.DataFrame, metric: str = "recall@1"):
+    """Notebook 05's controlled experiment (`verdicts.conditions_table`): one panel per factor,
+    its levels along x, and for each competitor the gap kl - competitor (mean over domains,
+    mean over seeds) with its t interval as a bar; above the zero line kl is ahead. The
+    reference level (the run's own students) is marked on the axis."""
+    factors = list(dict.fromkeys(table.factor))
+    competitors = list(dict.fromkeys(table.competitor))
+    fig, axes = plt.subplots(1, len(factors), figsize=(4.2 * len(factors), 3.6), sharey=True,
+                             squeeze=False)
+    width = 0.6 / max(len(competitors), 1)
+    for ax, factor in zip(axes[0], factors):
+        t = table[table.factor == factor]
+        levels = list(dict.fromkeys(t.level))
+        for j, comp in enumerate(competitors):
+            c = t[t.competitor == comp].set_index("level").reindex(levels)
+            x = np.arange(len(levels)) + (j - (len(competitors) - 1) / 2) * width
+            color = model_color(f"distill:{comp}")
+            ax.errorbar(x, c.gap, yerr=[c.gap - c.low, c.high - c.gap], fmt="o", color=color,
+                        capsize=4, label=f"kl − {comp}")
+        ax.axhline(0, color="black", linewidth=0.8)
+        ref = t[t.reference].level.iloc[0] if t.reference.any() else None
+        ax.set_xticks(range(len(levels)), [f"{lv}\n(the run's)" if lv == ref else lv for lv in levels])
+        ax.set_title(factor)
+    axes[0][0].set_ylabel(f"kl − competitor, test {metric}")
+    axes[0][-1].legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8)
+    fig.suptitle("When does distribution distillation help? (bars: 95% t intervals over seeds)")
     fig.tight_layout()
     return fig

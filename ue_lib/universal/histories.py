@@ -9,6 +9,8 @@ The rules (every threshold is a field of `ue_lib.verdicts.Rules`, named in brack
   14 and 16 peaks at 16).
 * **Over-fitting.** A domain over-fits when its value at the last evaluation is more than
   [overfit_drop] below its maximum.
+* **At ceiling.** A domain whose validation maximum is at least [ceiling] and reached at the
+  first evaluation is at its ceiling: it is neither over-fitting nor still improving.
 * **Still improving.** A domain still improves when its last evaluation is tied with its maximum
   and the evaluation [last_evals] before it was not: it reached its peak only in the last
   [last_evals] evaluation(s). A curve that peaked early and stayed flat (within the tie band) is
@@ -17,9 +19,11 @@ The rules (every threshold is a field of `ue_lib.verdicts.Rules`, named in brack
   evaluation intervals).
 * **Stopping cost** of a domain: the test metric at its own peak validation epoch minus the test
   metric at the one epoch selected for all domains; it counts when above [cost_tolerance].
-* **Collapsed** models (`collapsed`: mean validation Recall@1 below [collapse_ratio] x chance, or
-  selected at epoch <= [collapse_epoch] of a run of at least [collapse_min_epochs]) are named
-  with their reason and not compared.
+* **Flags** (`flag`): a model *collapsed* when its mean validation Recall@1 has come less than
+  [collapse_gain] of the way from chance to 1 (named with its reason and not compared); a
+  healthy model *peaked early* when selected at epoch <= [early_epoch] of a run of at least
+  [early_min_epochs] (it is compared, and its number is an early one); a model selected at its
+  last epoch is *still improving* (train longer).
 * **Budgets** (`budget_table`): the batches of a domain are equal across models when the
   largest is at most [budget_tolerance] above the smallest; a model selected at the last epoch
   it trained is still improving ("train longer").
@@ -91,30 +95,37 @@ def _improving_rule(rules: Rules) -> str:
 
 
 def _curve(epochs: np.ndarray, values: np.ndarray, rules: Rules) -> dict:
-    """Peak, over-fitting and still-improving of one sorted curve (see the module docstring)."""
+    """Peak, over-fitting, still-improving and ceiling of one sorted curve (see the module
+    docstring)."""
     top = values.max()
     tied = values >= top - rules.tie_tolerance - EPS
     k = rules.last_evals
-    still = bool(tied[-1] and (len(values) <= k or not tied[-1 - k]))
+    # at its ceiling from the first evaluation: nothing left to learn, so a later dip or rise is
+    # neither over-fitting nor improvement
+    ceiling = bool(tied[0] and top >= rules.ceiling - EPS)
+    still = bool(tied[-1] and (len(values) <= k or not tied[-1 - k])) and not ceiling
     drop = top - values[-1]
-    overfits = bool(drop > rules.overfit_drop + EPS)
+    overfits = bool(drop > rules.overfit_drop + EPS) and not ceiling
     peak_at = int(np.flatnonzero(tied)[-1])
     below = np.flatnonzero(values[peak_at:] < top - rules.overfit_drop - EPS)
     gaps = np.diff(epochs)
+    status = ("at ceiling" if ceiling else "over-fits" if overfits else
+              "still improving" if still else "levelled off")
     return {"peak_epoch": int(epochs[peak_at]), "first_peak_epoch": int(epochs[tied][0]),
             "peak": float(top), "last_epoch": int(epochs[-1]), "last": float(values[-1]),
             "drop_after_peak": float(drop), "overfits": overfits, "still_improving": still,
+            "at_ceiling": ceiling,
             # first evaluation after the peak that is more than overfit_drop below it (or None)
             "overfit_epoch": int(epochs[peak_at + below[0]]) if overfits and len(below) else None,
-            "status": "over-fits" if overfits else "still improving" if still else "levelled off",
-            "eval_interval": int(pd.Series(gaps).mode().min()) if len(gaps) else 1}
+            "status": status, "eval_interval": int(pd.Series(gaps).mode().min()) if len(gaps) else 1}
 
 
 def peak_epochs(history: pd.DataFrame, metric: str = "recall@1", split: str = "val",
                 rules: Rules = Rules()) -> pd.DataFrame:
     """Per domain (in recorded order): `peak_epoch` (last epoch tied with the maximum),
     `first_peak_epoch`, `peak` (the maximum), `last_epoch`, `last`, `drop_after_peak`,
-    `overfits`, `still_improving`, `status` and `eval_interval` (epochs between evaluations)."""
+    `overfits`, `still_improving`, `at_ceiling`, `status` and `eval_interval` (epochs between
+    evaluations)."""
     h = history[(history.metric == metric) & (history.split == split)].dropna(subset=["value"])
     rows = []
     for domain, g in h.groupby("domain", sort=False):
@@ -151,17 +162,31 @@ def _listed(t: pd.DataFrame) -> str:
     return ", ".join(t.domain) if len(t) else "none"
 
 
+def peak_spread(peaks: pd.DataFrame) -> int:
+    """Epochs between the earliest and the latest peak of the domains not at their ceiling (a
+    flat curve's "peak" says nothing about when it learned); 0 with fewer than two."""
+    moving = peaks[~peaks.at_ceiling] if "at_ceiling" in peaks else peaks
+    return int(moving.peak_epoch.max() - moving.peak_epoch.min()) if len(moving) > 1 else 0
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch" + ("" if n == 1 else "s")
+
+
 def _status_lines(peaks: pd.DataFrame, metric: str, rules: Rules) -> list[str]:
-    spread = int(peaks.peak_epoch.max() - peaks.peak_epoch.min())
+    moving = peaks[~peaks.at_ceiling]
     over = peaks[peaks.overfits]
     rising = peaks[peaks.still_improving]
-    flat = peaks[~peaks.overfits & ~peaks.still_improving]
+    flat = peaks[~peaks.overfits & ~peaks.still_improving & ~peaks.at_ceiling]
+    ceiling = peaks[peaks.at_ceiling]
     drops = ", ".join(f"{r.domain} ({signed(-r.drop_after_peak)})" for r in over.itertuples())
     return [
         f"- Validation {metric} peaked at epoch "
-        + ", ".join(f"{r.domain} {r.peak_epoch}" for r in peaks.itertuples())
+        + (", ".join(f"{r.domain} {r.peak_epoch}" for r in moving.itertuples()) or "–")
         + f" (the last epoch within {num(rules.tie_tolerance)} of each domain's maximum): "
-        f"a spread of {spread} epochs over {len(peaks)} domains.",
+        f"a spread of {_epochs(peak_spread(peaks))} over {len(moving)} domains"
+        + (f"; at their ceiling from the first evaluation (maximum {num(rules.ceiling, 2)} or "
+           f"more), so not counted: {_listed(ceiling)}." if len(ceiling) else "."),
         f"- Over-fitted (last evaluation more than {num(rules.overfit_drop)} below the peak): "
         f"{drops or 'none'}. Still improving at the last evaluation: {_listed(rising)}. "
         f"Levelled off: {_listed(flat)}.",
@@ -176,7 +201,7 @@ def naive_fusion_verdict(history: pd.DataFrame, selected_epoch: int, metric: str
     evaluation intervals."""
     peaks = peak_epochs(history, metric, "val", rules)
     cost = stopping_cost(history, selected_epoch, metric, rules)
-    spread = int(peaks.peak_epoch.max() - peaks.peak_epoch.min())
+    spread = peak_spread(peaks)
     need = spread_threshold(min_spread, peaks.eval_interval, rules)
     worst = cost.loc[cost.cost.idxmax()] if cost.cost.notna().any() else None
     top = float(worst.cost) if worst is not None else np.nan
@@ -185,11 +210,12 @@ def naive_fusion_verdict(history: pd.DataFrame, selected_epoch: int, metric: str
         f"test {metric} against each domain's own peak epoch; the largest cost was {signed(top)}"
         + (f" ({worst.domain})." if worst is not None else ".")]
     costly = bool(top > rules.cost_tolerance + EPS)
-    price = f"up to {num(top)} test {metric} (more than {num(rules.cost_tolerance)})"
-    cheap = f"at most {signed(top)} test {metric} (not more than {num(rules.cost_tolerance)})"
-    apart = f"{spread} epochs apart, " + ("at least" if spread >= need else "fewer than")
+    mean = f"on average {signed(cost.cost.mean())} over the domains"
+    price = f"up to {num(top)} test {metric}, {mean} (more than {num(rules.cost_tolerance)} counts)"
+    cheap = f"at most {signed(top)} test {metric}, {mean} (not more than {num(rules.cost_tolerance)})"
+    apart = f"{_epochs(spread)} apart, " + ("at least" if spread >= need else "fewer than")
     span = f"peaks {apart} the {need} that count as different"
-    if peaks.still_improving.all():
+    if (peaks.still_improving | peaks.at_ceiling).all():
         verdict = (f"Every domain was still improving at its last evaluation (a domain "
                    f"{_improving_rule(rules)}): this run was too short to test over-fitting"
                    + (f", and the selected epoch {selected_epoch} still cost {price}." if costly
@@ -213,8 +239,7 @@ def naive_fusion_verdict(history: pd.DataFrame, selected_epoch: int, metric: str
 # ---------------------------------------------------------------- budgets and collapsed runs
 
 TRAIN_LONGER = "still improving: train longer"
-
-
+COLLAPSED, PEAKED_EARLY = "collapsed", "peaked early"
 NO_BATCHES = "batches not recorded for every epoch (trained before they were)"
 
 
@@ -228,11 +253,73 @@ def still_improving(history: pd.DataFrame, best_epoch: int) -> bool:
     return len(history) > 0 and int(best_epoch) >= epochs_trained(history)
 
 
-def _budget_rows(name: str, result) -> list[dict]:
+def flag(history: pd.DataFrame, best_epoch: int, epochs: int,
+         chance: Mapping[str, float] | None = None, rules: Rules = Rules(),
+         metric: str = "recall@1") -> str | None:
+    """A model's flag, the first that applies, or None:
+
+    * "collapsed: near chance (…)": its mean validation `metric` over domains at the selected
+      epoch, s, has come less than [collapse_gain] of the way from c, the mean over its domains
+      of `chance` (when given), to 1: (s - c) / (1 - c) < collapse_gain;
+    * "peaked early: selected at epoch e of n": a healthy model whose selected epoch is at most
+      [early_epoch] of a run of at least [early_min_epochs] epochs;
+    * "still improving: train longer": selected at its last epoch.
+    """
+    if chance:
+        val = history[(history.split == "val") & (history.metric == metric)]
+        at = val[val.epoch == best_epoch].value.mean()
+        base = float(np.mean([chance[d] for d in dict.fromkeys(val.domain) if d in chance]
+                             or list(chance.values())))
+        if at - base < rules.collapse_gain * (1 - base) - EPS:
+            return f"{COLLAPSED}: near chance (mean val {metric} {num(at)}, chance {num(base)})"
+    if epochs >= rules.early_min_epochs and best_epoch <= rules.early_epoch:
+        return f"{PEAKED_EARLY}: selected at epoch {best_epoch} of {epochs}"
+    if still_improving(history, best_epoch):
+        return TRAIN_LONGER
+    return None
+
+
+def model_flags(models: Mapping, domains: Mapping, rules: Rules = Rules()) -> dict[str, str]:
+    """{label: flag} of the `models` ({label: TrainResult}) that have one (`flag`), chance taken
+    from the validation labels of the `domains` ({name: Domain}) each model trained on."""
+    chance = {name: chance_recall_at_1(d.splits["val"].labels) for name, d in domains.items()}
+    out = {}
+    for name, result in models.items():
+        found = flag(result.history, result.best_epoch, epochs_trained(result.history), chance,
+                     rules)
+        if found:
+            out[name] = found
+    return out
+
+
+def flags_over_seeds(by_seed: Mapping[int, Mapping[str, str]]) -> dict[str, str]:
+    """{seed: {label: flag}} (`model_flags` per seed) -> {label: 'peaked early on 2 of 3 seeds
+    (seed 0: selected at epoch 1 of 30; seed 1: …)'}: each model's most serious flag (collapsed,
+    then peaked early, then still improving) with the seeds it held on. A model collapsed on any
+    seed stays "collapsed…" (`collapsed_only` keeps it out of comparisons)."""
+    n, out = len(by_seed), {}
+    for label in dict.fromkeys(lb for flags in by_seed.values() for lb in flags):
+        seen = {s: flags[label] for s, flags in by_seed.items() if label in flags}
+        for kind in (COLLAPSED, PEAKED_EARLY, TRAIN_LONGER.split(":")[0]):
+            hits = {s: f for s, f in seen.items() if f.startswith(kind)}
+            if hits:
+                details = "; ".join(f"seed {s}: {f.partition(': ')[2] or f}" for s, f in hits.items())
+                out[label] = f"{kind} on {len(hits)} of {n} seed{'s' if n > 1 else ''} ({details})"
+                break
+    return out
+
+
+def collapsed_only(flags: Mapping[str, str] | None) -> dict[str, str]:
+    """The flags that keep a model out of comparisons: the collapsed ones (a model that peaked
+    early or still improves is healthy, and compared)."""
+    return {k: v for k, v in (flags or {}).items() if v.startswith(COLLAPSED)}
+
+
+def _budget_rows(name: str, result, rules: Rules) -> list[dict]:
     h, best = result.history, int(result.best_epoch)
     epochs = epochs_trained(h)
+    found = flag(h, best, epochs, rules=rules) or ""
     counts = h[(h.split == "train") & (h.metric == "batches")]
-    flag = TRAIN_LONGER if still_improving(h, best) else ""
     rows = []
     for domain in dict.fromkeys(h.domain):
         g = counts[counts.domain == domain]
@@ -240,26 +327,43 @@ def _budget_rows(name: str, result) -> list[dict]:
         rows.append({"model": name, "domain": domain, "epochs": epochs, "selected_epoch": best,
                      "batches": g.value.sum() if known else np.nan,
                      "batches_to_selected": g[g.epoch <= best].value.sum() if known else np.nan,
-                     "flag": flag, "note": "" if known else NO_BATCHES})
+                     "flag": found,
+                     "note": "" if known else NO_BATCHES})
     return rows
 
 
-def budget_table(models: Mapping, flags: Mapping[str, str] | None = None) -> pd.DataFrame:
+def budget_table(models: Mapping, flags: Mapping[str, str] | None = None,
+                 rules: Rules = Rules()) -> pd.DataFrame:
     """What each model trained on, from its history: {label: TrainResult} (anything with
     `history` and `best_epoch`; labels start with the model's kind, e.g. 'specialist:orl',
     'naive', 'distill:kl') -> one row per (model, domain): `epochs` trained, `selected_epoch`,
     `batches` of the domain over all epochs and `batches_to_selected` up to the selected epoch
-    (NaN, with a `note`, for a history without the per-epoch "batches" rows), and `flag`
-    ("still improving: train longer" when `still_improving`; "collapsed: <reason>" for the
-    models in `flags`, {label: reason} from `collapse_flags`)."""
-    rows = [r for name, result in models.items() for r in _budget_rows(name, result)]
+    (NaN, with a `note`, for a history without the per-epoch "batches" rows), and `flag` (the
+    model's in `flags`, {label: flag} from `model_flags`; else its `flag` without a chance
+    level: peaked early, still improving or "")."""
+    rows = [r for name, result in models.items() for r in _budget_rows(name, result, rules)]
     table = pd.DataFrame(rows, columns=["model", "domain", "epochs", "selected_epoch", "batches",
                                         "batches_to_selected", "flag", "note"])
     for name, reason in (flags or {}).items():
-        rows = table.model == name
-        table.loc[rows, "flag"] = table.flag[rows].map(
-            lambda f, r=reason: "; ".join(x for x in (f, f"collapsed: {r}") if x))
+        table.loc[table.model == name, "flag"] = reason
     return table
+
+
+def budget_view(table: pd.DataFrame) -> pd.DataFrame:
+    """A `budget_table` to read: one row per model, its epochs, selected epoch, the batches it saw
+    of each of its domains over all epochs ('300 of each' when they are equal, else per domain)
+    and its flag."""
+    def batches(g: pd.DataFrame) -> str:
+        known = g.dropna(subset=["batches"])
+        if known.empty:
+            return "not recorded"
+        if known.batches.nunique() == 1:
+            return f"{known.batches.iloc[0]:.0f} of " + ("each" if len(known) > 1 else known.domain.iloc[0])
+        return ", ".join(f"{r.domain} {r.batches:.0f}" for r in known.itertuples())
+
+    g = table.groupby("model", sort=False)
+    view = g[["epochs", "selected_epoch"]].first().rename(columns={"selected_epoch": "selected"})
+    return view.assign(batches=g.apply(batches, include_groups=False), flag=g.flag.first())
 
 
 def budget_spans(table: pd.DataFrame, rules: Rules) -> pd.DataFrame:
@@ -271,12 +375,14 @@ def budget_spans(table: pd.DataFrame, rules: Rules) -> pd.DataFrame:
 
 
 def flagged(table: pd.DataFrame, column: str, value: str) -> list[str]:
-    return list(dict.fromkeys(table.model[table[column] == value]))
+    """The models whose `column` is `value`, or starts with it followed by ':'."""
+    col = table[column].astype(str)
+    return list(dict.fromkeys(table.model[(col == value) | col.str.startswith(value + ":")]))
 
 
 def budget_sentence(table: pd.DataFrame, rules: Rules = Rules()) -> str:
     """Whether every domain got the same batches (over all epochs trained) from every model that
-    trained on it, within [budget_tolerance], and which models were still improving."""
+    trained on it, within [budget_tolerance], and which models are flagged (`flag`)."""
     spans, rule = budget_spans(table, rules), f"within {pct(rules.budget_tolerance)}"
     unequal = spans[~spans.equal]
     if spans.empty:
@@ -293,48 +399,49 @@ def budget_sentence(table: pd.DataFrame, rules: Rules = Rules()) -> str:
                     for d in unequal.index) + ".")
     missing = flagged(table, "note", NO_BATCHES)
     text += f" Not recorded for {', '.join(missing)}." if missing else ""
-    still = flagged(table, "flag", TRAIN_LONGER)
-    return text + (f" Selected at their last epoch ({TRAIN_LONGER}): {', '.join(still)}." if still
-                   else " No model was selected at its last epoch.")
+    return text + " " + flags_sentence(table, rules)
 
 
-def collapsed(history: pd.DataFrame, best_epoch: int, epochs: int,
-              chance: Mapping[str, float] | None = None, rules: Rules = Rules(),
-              metric: str = "recall@1") -> str | None:
-    """Why a model counts as collapsed, or None: near chance (mean validation `metric` over
-    domains at the selected epoch below [collapse_ratio] x the mean over domains of `chance`,
-    when given) and/or selected early (best epoch <= [collapse_epoch] of a run of at least
-    [collapse_min_epochs] epochs)."""
-    reasons = []
-    if chance:
-        at = history[(history.split == "val") & (history.metric == metric)
-                     & (history.epoch == best_epoch)].value.mean()
-        base = float(np.mean(list(chance.values())))
-        if at < rules.collapse_ratio * base - EPS:
-            reasons.append(f"near chance: mean val {metric} {num(at)} vs chance {num(base)}")
-    if epochs >= rules.collapse_min_epochs and best_epoch <= rules.collapse_epoch:
-        reasons.append(f"best epoch {best_epoch} of {epochs}")
-    return "; ".join(reasons) or None
+def flags_sentence(table: pd.DataFrame, rules: Rules = Rules()) -> str:
+    """Which models of a `budget_table` are flagged, by flag."""
+    kinds = [(COLLAPSED, "Collapsed (near chance; not compared)"),
+             (PEAKED_EARLY, f"Peaked early (selected at epoch {rules.early_epoch} or before, its "
+                            f"number an early one)"),
+             (TRAIN_LONGER, f"Selected at their last epoch ({TRAIN_LONGER})")]
+    parts = [f"{text}: {', '.join(names)}." for kind, text in kinds
+             if (names := flagged(table, "flag", kind))]
+    return " ".join(parts) or "No model is flagged (collapsed, peaked early or still improving)."
 
 
-def collapse_flags(models: Mapping, domains: Mapping, rules: Rules = Rules()) -> dict[str, str]:
-    """{label: reason} of the `models` ({label: TrainResult}) that `collapsed`, with chance taken
-    from the validation labels of `domains` ({name: Domain}, those the models trained on)."""
-    chance = {name: chance_recall_at_1(d.splits["val"].labels) for name, d in domains.items()}
-    flags = {}
-    for name, result in models.items():
-        reason = collapsed(result.history, result.best_epoch, epochs_trained(result.history),
-                           chance, rules)
-        if reason:
-            flags[name] = reason
-    return flags
+def epochs_view(epochs: pd.DataFrame) -> pd.DataFrame:
+    """The selected epochs of each baseline before and after its tuning (`experiments.fairness`
+    rows: model, seed, untuned/tuned lr and selected epoch): one row per model, the epochs over
+    seeds as 'e1, e2, …' and the learning rates."""
+    g = epochs.groupby("model", sort=False)
+
+    def listed(col: str):
+        return g[col].agg(lambda v: ", ".join(str(int(e)) for e in v))
+
+    return pd.DataFrame({"lr before": g["untuned lr"].first(), "selected epochs before": listed("untuned"),
+                         "lr after": g["tuned lr"].first(), "selected epochs after": listed("tuned")})
+
+
+def early_count(epochs: pd.DataFrame, column: str, rules: Rules = Rules()) -> int:
+    """How many (model, seed) rows of `epochs` were selected at epoch [early_epoch] or before, in
+    a run of at least [early_min_epochs] (`flag`'s "peaked early")."""
+    long = epochs["epochs"] >= rules.early_min_epochs
+    return int(((epochs[column] <= rules.early_epoch) & long).sum())
 
 
 def tuning_table(tunings: Sequence) -> pd.DataFrame:
     """The tuning points of several methods (`ue_lib.universal.models.tuning` results) in one
-    table, one row per (method, grid point), the chosen point marked."""
-    return pd.concat([t.table.assign(method=t.method) for t in tunings], ignore_index=True
-                     ).set_index("method")
+    table, one row per (method, grid point), the chosen point marked; the `flag` and `error`
+    columns only when some point has one."""
+    if not tunings:
+        return pd.DataFrame()
+    table = pd.concat([t.table.assign(method=t.method) for t in tunings], ignore_index=True)
+    empty = [c for c in ("flag", "error") if c in table and not table[c].astype(bool).any()]
+    return table.drop(columns=empty).set_index("method")
 
 
 def gallery_sentence(domains: Mapping) -> str:

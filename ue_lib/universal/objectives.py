@@ -6,8 +6,10 @@ domains (:class:`NaiveFusion`), and the universal student distilled from the fro
 from __future__ import annotations
 
 import hashlib
+import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..data import Domain
@@ -52,6 +54,24 @@ def weights_digest(model: nn.Module) -> str:
     return h.hexdigest()
 
 
+def teacher_scales(domains, rescale: float) -> dict[str, float]:
+    """Our construction of heterogeneous teachers (`teacher_rescale` h): the k-th of the D
+    `domains` (in order, k = 0 … D-1) has its teacher's squared distances multiplied by
+    s_k = 1 - h k / (D - 1), so the first keeps its scale and the last is shrunk to 1 - h."""
+    names = list(domains)
+    last = max(len(names) - 1, 1)
+    return {n: 1.0 - rescale * k / last for k, n in enumerate(names)}
+
+
+def rescale_teacher(t: torch.Tensor, scale: float) -> torch.Tensor:
+    """Teacher embeddings whose squared distances are `scale` x those of the L2-normalised `t`:
+    [sqrt(scale) t/|t|, sqrt(1 - scale)], still unit vectors (one more dimension), so every
+    loss sees them as it sees any teacher. `scale` 1 gives t/|t| with a 0 appended."""
+    unit = F.normalize(t.float(), dim=1)
+    extra = torch.full((len(t), 1), math.sqrt(1.0 - scale), dtype=unit.dtype, device=unit.device)
+    return torch.cat([unit * math.sqrt(scale), extra], dim=1)
+
+
 class Distillation(Objective):
     """A universal student matching, domain by domain, that domain's frozen specialist with the
     distillation loss `method` (plus `metric_weight` × the metric loss on the labels)."""
@@ -78,6 +98,8 @@ class Distillation(Objective):
             self._digests = {n: weights_digest(t) for n, t in self.teachers.items()}
         extra = {"method": self.method, "loss_params": self.profile.loss(self.method),
                  "metric_weight": self.profile.metric_weight, "teachers": self._digests}
+        if self.profile.teacher_rescale:  # only when set: other students keep their keys
+            extra["teacher_rescale"] = self.profile.teacher_rescale
         if self.profile.metric_weight > 0:
             extra.update(metric_loss=self.profile.metric_loss,
                          metric_loss_params=self.profile.loss(self.profile.metric_loss))
@@ -95,8 +117,11 @@ class Distillation(Objective):
             self.metric = seeded_metric_loss(p, setup)
         self.distill = nn.ModuleDict()
         self.cache: dict[str, torch.Tensor] = {}
+        self.scales = teacher_scales(setup.domains, p.teacher_rescale) if p.teacher_rescale else {}
         for name, d in setup.domains.items():
             t_dim, table = self.teacher_table(name, d, setup)
+            if self.scales:
+                t_dim, table = t_dim + 1, None if table is None else rescale_teacher(table, self.scales[name])
             self.distill[name] = make_distillation_loss(
                 self.method, student_dim=setup.embedding_dim, teacher_dim=t_dim, **p.loss(self.method))
             if table is not None:
@@ -130,7 +155,8 @@ class Distillation(Objective):
         if batch.domain in self.cache:
             return self.cache[batch.domain][batch.index.to(self.device)]
         with torch.no_grad(), autocast(self.profile.amp, self.device):
-            return self.teachers[batch.domain](batch.inputs).float()
+            t = self.teachers[batch.domain](batch.inputs).float()
+        return rescale_teacher(t, self.scales[batch.domain]) if self.scales else t
 
     def loss(self, batch: Batch, embeddings: torch.Tensor) -> torch.Tensor:
         loss = self.distill[batch.domain](embeddings, self.targets(batch))
