@@ -14,6 +14,7 @@ import pytest
 from conftest import REPO
 from test_cli import ue, ue_fast
 
+from ue_lib.profiles import load_profile
 from ue_lib.sweep import expand_grid, point_name
 
 NB03 = REPO / "notebooks" / "03_absolute_vs_distribution_distillation.ipynb"
@@ -48,6 +49,7 @@ def test_bad_sweep_parameters_stop_before_anything_runs(tmp_path, capsys):
 
 SWEEP = ["sweep", NB03, "--profile", "smoke", "-p", "kl.temperature", "0.05", "0.5",
          "-p", "distill_methods", "kl", "--seeds", "0"]
+POINT = "kl.temperature=0.05,distill_methods=kl,seed=0"
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +71,7 @@ def test_sweep_table_and_summary(finished_sweep):
                & ~table.domain.str.startswith("merged:")]
     assert len(kl) == 2 * 5  # two points x (four domains + the merged index)
     assert (out / "summary.html").read_text().count("<img") == 4
-    assert (out / "points" / "kl.temperature=0.05,distill_methods=kl,seed=0" / "results.csv").is_file()
+    assert (out / "points" / POINT / "results.csv").is_file()
 
 
 def test_sweep_resume_does_not_rerun_finished_points(finished_sweep, tmp_path):
@@ -86,7 +88,7 @@ def test_killed_sweep_resumes_to_the_same_table(finished_sweep, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "ue_lib.cli", *map(str, SWEEP), "--out",
                              str(killed)], cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    first = killed / "points" / "kl.temperature=0.05,distill_methods=kl,seed=0" / ".point.done"
+    first = killed / "points" / POINT / ".point.done"
     deadline = time.time() + 600
     while not first.exists() and time.time() < deadline:
         time.sleep(0.2)
@@ -94,14 +96,15 @@ def test_killed_sweep_resumes_to_the_same_table(finished_sweep, tmp_path):
     proc.wait()
     r = ue(*SWEEP, "--out", killed, timeout=900)
     assert r.returncode == 0
-    assert "kl.temperature=0.05,distill_methods=kl,seed=0: already done, skipped" in r.stdout
+    assert f"{POINT}: already done, skipped" in r.stdout
     pd.testing.assert_frame_equal(pd.read_csv(killed / "sweep.csv"), pd.read_csv(out / "sweep.csv"))
 
 
 def test_a_failing_point_is_recorded_and_the_rest_run(tmp_path, data_root):
     # direction 'sideways' is refused by the loss: that point fails, the other runs
     r = ue("sweep", NB03, "--profile", "smoke", "--out", tmp_path, "--seeds", "0",
-           "-p", "distill_methods", "kl", "-p", "kl.neighbors", "None", "-1", timeout=900)
+           "-p", "distill_methods", "kl", "-p", "tune_baselines", "False",
+           "-p", "kl.neighbors", "None", "-1", timeout=900)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "1 of 2 points failed" in r.stderr
     failures = pd.read_csv(tmp_path / "failures.csv")
@@ -129,26 +132,30 @@ def test_temperature_sweep_of_the_issue(tmp_path, data_root):
 
 
 NB02 = REPO / "notebooks" / "02_specialists.ipynb"
-GRID = ["sweep", NB02, "--profile", "smoke", "-p", "epochs_specialist", "1", "2", "--seeds", "0", "1"]
+GRID = ["sweep", NB02, "--profile", "smoke", "-p", "epochs_specialist", "1", "2",
+        "-p", "tune_baselines", "False", "--seeds", "0"]
 
 
 def test_sweep_on_a_local_dask_cluster_equals_the_serial_sweep(tmp_path, data_root):
-    """4 smoke points on a real local Dask cluster of 2 worker processes (loopback only): the
-    table of the serial sweep, every point shown, and a rerun skips them all."""
+    """2 smoke points on a real local Dask cluster of 2 worker processes (loopback only), one
+    per worker at the same time: the table of the serial sweep, every point shown, and a rerun
+    skips them all."""
     times = {}
     for name, extra in (("serial", []), ("dask", ["--workers", "2"])):
         start = time.perf_counter()
         r = ue(*GRID, "--out", tmp_path / name, *extra, timeout=1200)
         times[name] = time.perf_counter() - start
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-        assert r.stdout.count(": done |") == 4 and "[4/4]" in r.stdout
-    print(f"4-point smoke sweep: serial {times['serial']:.0f} s, 2 Dask workers {times['dask']:.0f} s")
+        assert r.stdout.count(": done |") == 2 and "[2/2]" in r.stdout
+    print(f"2-point smoke sweep: serial {times['serial']:.0f} s, 2 Dask workers {times['dask']:.0f} s")
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "dask" / "sweep.csv"),
                                   pd.read_csv(tmp_path / "serial" / "sweep.csv"))
     again = ue(*GRID, "--out", tmp_path / "dask", "--workers", "2", timeout=600)
-    assert again.returncode == 0 and again.stdout.count("already done, skipped") == 4
-    # each specialist was trained once although the points ran at the same time
-    assert len(list((tmp_path / "dask" / "models" / "specialist").glob("*/model.pt"))) == 16
+    assert again.returncode == 0 and again.stdout.count("already done, skipped") == 2
+    # each specialist was trained once although the points ran at the same time: one per point
+    # and domain (untuned baselines: `tune_baselines` False)
+    domains = load_profile("smoke").domains.split(",")
+    assert len(list((tmp_path / "dask" / "models" / "specialist").glob("*/model.pt"))) == 2 * len(domains)
 
 
 def test_workers_that_cannot_see_the_sweep_folder_are_named(tmp_path):
