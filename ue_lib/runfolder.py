@@ -302,13 +302,32 @@ class RunFolder:
                                  self.out_dir / "results" / f"{self.notebook}.csv")
 
     def show(self, fig, name: str) -> None:
-        """Save `fig` as figures/<notebook>/<name>.png and show it (`plt.show`)."""
-        save_figure(fig, self.out_dir / "figures" / self.notebook / f"{name}.png")
-        plt.show()
+        """Save `fig` as figures/<notebook>/<name>.png and show it: in a notebook's kernel that
+        PNG, as the cell's output, whatever matplotlib's backend (a kernel started with
+        MPLBACKEND=Agg, as headless runs set, would otherwise show nothing); elsewhere
+        `plt.show`."""
+        path = save_figure(fig, self.out_dir / "figures" / self.notebook / f"{name}.png")
+        if in_kernel():
+            from IPython.display import Image, display
+
+            display(Image(filename=str(path)))
+            plt.close(fig)  # shown once: an inline backend would show it again
+        else:
+            plt.show()
 
     def savefig(self, fig, name: str) -> Path:
         """Save `fig` as figures/<notebook>/<name>.png (without showing it)."""
         return save_figure(fig, self.out_dir / "figures" / self.notebook / f"{name}.png")
+
+
+def in_kernel() -> bool:
+    """Whether this code runs in a Jupyter kernel (where `display` draws a cell's output)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
 
 
 def notebook_name(parameters: Mapping) -> str:

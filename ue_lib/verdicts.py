@@ -140,13 +140,30 @@ def pct(p: float) -> str:
     return f"{p * 100:.1f}".rstrip("0").rstrip(".") + "%"
 
 
-def mean_std(values) -> str:
-    """'mean ± std' (sample std) over the non-missing values; just 'mean' for one value."""
+def significant(x: float, digits: int = 2) -> str:
+    """`x` to `digits` significant digits in plain notation, for measured times whose noise
+    makes more digits false: 25.234 -> '25', 1.242 -> '1.2', 0.01234 -> '0.012', 1234 -> '1200';
+    '0' for zero, 'n/a' for NaN."""
+    if x is None or not np.isfinite(x):
+        return "n/a"
+    if x == 0:
+        return "0"
+    decimals = digits - 1 - int(np.floor(np.log10(abs(x))))
+    r = round(float(x), decimals) + 0.0
+    if r != 0 and int(np.floor(np.log10(abs(r)))) > int(np.floor(np.log10(abs(x)))):
+        decimals -= 1  # rounding carried into a new digit (9.96 -> 10): one decimal fewer
+    return f"{r:.{max(decimals, 0)}f}"
+
+
+def mean_std(values, digits: int | None = None) -> str:
+    """'mean ± std' (sample std) over the non-missing values; just 'mean' for one value. Fixed 3
+    decimals, or with `digits` that many significant digits (`significant`)."""
     v = np.asarray(values, dtype=float)
     v = v[~np.isnan(v)]
     if len(v) == 0:
         return "–"
-    return num(v.mean()) if len(v) == 1 else f"{num(v.mean())} ± {num(v.std(ddof=1))}"
+    fmt = num if digits is None else (lambda x: significant(x, digits))
+    return fmt(v.mean()) if len(v) == 1 else f"{fmt(v.mean())} ± {fmt(v.std(ddof=1))}"
 
 
 def seeds_phrase(counts) -> str:
@@ -440,7 +457,9 @@ def model_table(rows: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
     table = per_seed.groupby(["model", "metric"], sort=False).agg(mean_std).unstack("metric")
     counts = per_seed.groupby(["model", "metric"], sort=False).count()
     table = table.reindex(index=list(dict.fromkeys(r.model)), columns=list(metrics)).fillna("–")
-    return table.rename_axis(columns=f"mean over domains, {over_seeds('', counts).strip()}")
+    n = r.domain.nunique()
+    return table.rename_axis(columns=f"mean over {n} domain{'' if n == 1 else 's'}, "
+                                     f"{over_seeds('', counts).strip()}")
 
 
 def verdicts_against(rows: pd.DataFrame, baseline: str, metrics: Sequence[str],

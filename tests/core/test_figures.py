@@ -17,7 +17,7 @@ from ue_lib import figures, palette  # noqa: E402
 from ue_lib.data import LOADERS  # noqa: E402
 from ue_lib.io import RESULT_COLUMNS  # noqa: E402
 from ue_lib.losses import DISTILLATION_LOSSES  # noqa: E402
-from ue_lib.objects.verdicts import CONDITIONS  # noqa: E402
+from ue_lib.objects.settings import CONDITIONS, condition_name  # noqa: E402
 from ue_lib.profiles import Profile  # noqa: E402
 
 
@@ -42,11 +42,11 @@ def test_palette_covers_every_model_label_with_fixed_hex_colours():
     indexes = {"float", "pq", "opq", "ivfpq", "opqn",  # notebook 06
                "kl float", "kl pq", "kl opq", "kl ivfpq"}
     rungs = set(Profile().sgml_ladder)  # notebook 07: the ladder and the students of its teachers
-    students = {"kl ← specialists"} | {f"kl ← {r}" for r in rungs - {"ms"}}
-    guided = {f"student_{m}" for m in DISTILLATION_LOSSES}  # notebook 08, any guide
-    conditions = set(CONDITIONS) | guided
+    students = {"kl ← specialists"} | {f"kl ← {r}" for r in rungs - {"multi-similarity"}}
+    guided = {condition_name(f"student_{m}") for m in DISTILLATION_LOSSES}  # notebook 08, any guide
+    conditions = set(CONDITIONS.values()) | guided
     assert set(palette.PALETTE) == expected | indexes | rungs | students | conditions
-    named = [palette.PALETTE[k] for k in CONDITIONS]  # drawn together in notebook 08
+    named = [palette.PALETTE[k] for k in CONDITIONS.values()]  # drawn together in notebook 08
     assert len(set(named)) == len(named)
     assert all(len(c) == 7 and c.startswith("#") for c in palette.PALETTE.values())
     assert palette.PALETTE["teacher"] == palette.PALETTE["specialist"]

@@ -172,3 +172,12 @@ def test_outcome_and_interval_of_paired_differences():
     half = stats.t.ppf(0.975, 2) * 0.01 / np.sqrt(3)  # std 0.01 over 3 seeds
     assert (low, high) == pytest.approx((0.02 - half, 0.02 + half))
     assert np.isnan(verdicts.interval([0.1])[0])
+
+
+def test_significant_digits_for_measured_times():
+    from ue_lib.verdicts import mean_std, significant
+
+    got = [significant(x) for x in (25.234, 1.242, 0.01234, 1234, 9.96, 0, -3.456, float("nan"))]
+    assert got == ["25", "1.2", "0.012", "1200", "10", "0", "-3.5", "n/a"]
+    assert significant(0.5) == "0.50" and significant(123.4, 3) == "123"
+    assert mean_std([24.0, 26.5], 2) == "25 ± 1.8" and mean_std([24.0, 26.5]) == "25.250 ± 1.768"

@@ -294,13 +294,14 @@ def test_object_report_functions_by_hand():
     rows = _rows()
     table = objects_verdicts.object_table(rows, "objects", ["recall@1"])
     # global: mean over domains 0.3 (+0.01 per seed) -> 0.310 ± 0.010
-    assert table.loc["(i) global", "recall@1"] == "0.310 ± 0.010"
-    assert list(table.index)[:2] == ["(i) global", "(iii) box-pooled, detected boxes"]
+    assert table.loc["(i) whole scene", "recall@1"] == "0.310 ± 0.010"
+    assert list(table.index)[:2] == ["(i) whole scene", "(iii) box-pooled, detected box"]
     costs = objects_verdicts.pipeline_costs(rows)
-    assert costs.loc["(iv) teacher on crops", "total ms"] == "25.000 ± 1.000"
+    assert costs.loc["(iv) teacher on crops", "total ms"] == "25 ± 1.0"  # 2 significant digits
     assert costs.loc["(v) student, kl guide", "total_mean"] == 13.0
     points = objects_verdicts.tradeoff_points(rows).set_index("method")
     assert points.loc["student_kl", "ms"] == 13.0 and points.loc["teacher_crop", "ms_std"] == 1.0
+    assert points.loc["student_kl", "condition"] == "(v) student, kl guide"
     assert points.loc["teacher_crop", "value"] == pytest.approx(0.51)
     findings = objects_verdicts.object_findings(rows, ["recall@1", "map@r"], ["recall@1", "donor_recall@1"])
     verdicts = findings.verdict.to_dict()
@@ -310,7 +311,7 @@ def test_object_report_functions_by_hand():
     assert verdicts["4. max over object pairs finds spliced sources better than the global embedding"] \
         == "holds"
     assert findings.loc["2'. the same with oracle boxes", "compared"] == \
-        "roi_oracle vs global: recall@1 2–0 of 2, map@r 2–0 of 2"
+        "(ii) box-pooled, true box vs (i) whole scene: recall@1 2–0 of 2, map@r 2–0 of 2"
     text = objects_verdicts.findings_markdown(findings)
     assert "positive on every seed" in text and text.count("\n- ") == len(findings)
     sentence = objects_verdicts.cost_sentence(costs, rows)
@@ -324,7 +325,33 @@ def test_findings_say_when_a_finding_does_not_hold():
     flip = (rows.method == "detector_features") & (rows.model == "objects")
     rows.loc[flip, "value"] += 0.5  # the detector's features now retrieve best
     findings = objects_verdicts.object_findings(rows, ["recall@1", "map@r"], ["recall@1"])
-    assert findings.verdict.iloc[0] == "does not hold (detector_features favoured)"
+    assert findings.verdict.iloc[0] == "does not hold ((vi) detector's features favoured)"
+
+
+def test_one_naming_table_names_the_conditions_in_tables_figures_and_findings():
+    import matplotlib.pyplot as plt
+
+    from ue_lib import figures
+    from ue_lib.objects import figures as objects_figures
+    from ue_lib.objects import verdicts as objects_verdicts
+    from ue_lib.objects.settings import CONDITIONS, condition_name
+
+    assert condition_name("student_embedding_mse") == "(v) student, MSE guide"
+    assert condition_name("student_rkd_angle") == "(v) student, rkd_angle guide"
+    assert condition_name("unknown") == "unknown"
+    rows = _rows()
+    names = {condition_name(m) for m in set(rows[rows.model == "objects"].method)}
+    assert set(objects_verdicts.object_table(rows, "objects", ["recall@1"]).index) == names
+    fig = figures.bars(objects_verdicts.condition_rows(rows, "objects"), "recall@1", hue="model")
+    assert {t.get_text() for t in fig.axes[0].get_legend().get_texts()} == names
+    plt.close(fig)
+    fig = objects_figures.tradeoff_plot(objects_verdicts.tradeoff_points(rows))
+    assert sorted(t.get_text() for t in fig.axes[0].texts) == ["(iv) teacher on crops",
+                                                               "(v) student, kl guide"]
+    plt.close(fig)
+    compared = " ".join(objects_verdicts.object_findings(rows, ["recall@1"], ["recall@1"]).compared)
+    assert all(name in compared for name in (CONDITIONS["global"], CONDITIONS["trunk_features"]))
+    assert "roi_" not in compared and "student_" not in compared
 
 
 # ----------------------------------------------------------------------------- at paper scale

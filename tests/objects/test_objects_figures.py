@@ -31,8 +31,9 @@ def test_object_figures():
     borders = [ax.spines["top"].get_edgecolor() for ax in fig.axes[1:3]]
     assert matplotlib.colors.to_hex(borders[0]) == palette.HIT.lower()
     plt.close(fig)
-    points = pd.DataFrame({"method": ["teacher_crop", "student_kl"], "ms": [30.0, 16.0],
-                           "ms_std": [1.0, 0.5], "value": [0.27, 0.21], "value_std": [0.01, 0.02]})
+    points = pd.DataFrame({"condition": ["(iv) teacher on crops", "(v) student, kl guide"],
+                           "ms": [30.0, 16.0], "ms_std": [1.0, 0.5], "value": [0.27, 0.21],
+                           "value_std": [0.01, 0.02]})
     fig = objects_figures.tradeoff_plot(points)
-    assert [t.get_text() for t in fig.axes[0].texts] == ["teacher_crop", "student_kl"]
+    assert [t.get_text() for t in fig.axes[0].texts] == ["(iv) teacher on crops", "(v) student, kl guide"]
     plt.close(fig)

@@ -194,9 +194,12 @@ def test_ladder_settings_are_checked():
     from ue_lib.profiles import Profile
 
     p = Profile()
-    assert list(p.sgml_ladder) == ["ms", "bd", "bd+attr", "sbd-a", "sbd-b"] and p.sgml_k_list() == [1, 5, 10]
+    assert list(p.sgml_ladder) == ["multi-similarity", "binomial deviance", "+ attribute head",
+                                   "soft BD: pair weights", "soft BD: soft targets"]
+    assert p.sgml_k_list() == [1, 5, 10]
+    assert p.methods("sgml_teachers") == ["binomial deviance", "auto"]
     with pytest.raises(ValueError, match="sgml_teachers: unknown value 'sbd-c'"):
-        p.with_overrides({"sgml_teachers": "bd,sbd-c"})
+        p.with_overrides({"sgml_teachers": "binomial deviance,sbd-c"})
     with pytest.raises(ValueError, match="unknown parameter"):
         p.with_overrides({"sgml_ladder": {"x": {"soft_binomial_deviance.lambda": 1}}})
     with pytest.raises(ValueError, match="sgml_ks must be positive integers"):
@@ -235,6 +238,7 @@ def test_ladder_verdicts_and_the_favoured_form():
         "sbd-a against sbd-b, domains won by each (ndcg@10 2–0 of 2; 2 against 0 in all): the "
         "numbers favour **sbd-a** (rule: 2 or more wins than the other).")
     table = verdicts.model_table(rows, ["ndcg@10"])
+    assert table.columns.name == "mean over 2 domains, (mean ± std over 3 seeds)"
     # bd: per-seed means over domains .55, .565, .55 -> 0.555 ± 0.009
     assert table.loc["bd", "ndcg@10"] == "0.555 ± 0.009"
     assert list(table.index) == ["bd", "sbd-a", "sbd-b"]
@@ -249,7 +253,7 @@ def test_attribute_table_and_ladder_settings():
     assert t.loc["blobs", "attributes"] == 2 and t.loc["blobs", "coarse groups"] == 2
     assert t.loc["blobs", "e.g."] == "odd row, even column"
     # training classes 0..5: odd row for 4, 5; even column for 0, 2, 4 -> (2 + 3) / 6 per image
-    assert t.loc["blobs", "on per image"] == "0.8"
+    assert t.loc["blobs", "attributes on per image (mean)"] == "0.8"
     assert t.loc["plain", "attributes"] == "–"
     s = sgml_verdicts.ladder_settings({"ms": {}, "bd": {"metric_loss": "binomial_deviance", "k": 4}})
     assert s == "- **ms**: the profile's own\n- **bd**: `metric_loss` = binomial_deviance, `k` = 4"
@@ -280,3 +284,124 @@ def test_a_run_without_attribute_domains_is_refused_by_name(tmp_path):
     spec = RunSpec(profile="smoke", out_dir=str(tmp_path), domains="orl")
     with pytest.raises(ValueError, match=r"none of the domains \['orl'\] has attributes"):
         attribute_domains(RunFolder(spec, "07_semantic_granularity", progress=False))
+
+
+# ----------------------------------------------------------------------------- where pairs land
+
+def _pairs(similarity: dict) -> pd.DataFrame:
+    """similarity[(rung, seed)] = (sharing negatives' similarities, other negatives', positives')."""
+    rows = []
+    for (rung, seed), (sharing, others, positives) in similarity.items():
+        rows += [{"domain": "d", "seed": seed, "rung": rung, "g": 0.8, "same_class": False,
+                  "similarity": v} for v in sharing]
+        rows += [{"domain": "d", "seed": seed, "rung": rung, "g": 0.2, "same_class": False,
+                  "similarity": v} for v in others]
+        rows += [{"domain": "d", "seed": seed, "rung": rung, "g": 0.9, "same_class": True,
+                  "similarity": v} for v in positives]
+    return pd.DataFrame(rows)
+
+
+BD, A, B = "binomial deviance", "soft BD: pair weights", "soft BD: soft targets"
+# gaps (sharing minus others): bd .10 .12 .14; form B .30 .33 .36 (larger); form A .11 .12 .15
+PAIRS = _pairs({(BD, 0): ([0.3, 0.5], [0.3], [0.9]), (BD, 1): ([0.42], [0.30], [0.9]),
+                (BD, 2): ([0.44], [0.30], [0.1]),
+                (B, 0): ([0.8], [0.5], [0.9]), (B, 1): ([0.83], [0.5], [0.9]),
+                (B, 2): ([0.86], [0.5], [0.9]),
+                (A, 0): ([0.41], [0.30], [0.9]), (A, 1): ([0.42], [0.30], [0.9]),
+                (A, 2): ([0.45], [0.30], [0.9])})
+
+
+def test_sharing_gaps_by_hand():
+    from ue_lib.sgml.verdicts import sharing_gaps
+
+    gaps = sharing_gaps(PAIRS).set_index(["rung", "seed"])
+    # bd seed 0: sharing mean (0.3 + 0.5) / 2 = 0.4, others 0.3, gap 0.1; positives never count
+    assert gaps.loc[(BD, 0)].tolist() == pytest.approx([0.4, 0.3, 0.1])
+    assert gaps.gap.round(6).tolist() == [0.1, 0.12, 0.14, 0.3, 0.33, 0.36, 0.11, 0.12, 0.15]
+    # a share that leaves no sharing negatives names the fix
+    with pytest.raises(ValueError, match="choose another `share`"):
+        sharing_gaps(PAIRS, share=0.9)
+
+
+def test_gap_table_and_the_predictions_in_both_directions():
+    from ue_lib.sgml.verdicts import gap_table, prediction_sentences, sharing_gaps
+
+    table = gap_table(sharing_gaps(PAIRS))
+    # form B - bd per seed: .20, .21, .22: mean .21, t interval .21 ± 4.303 * .01 / sqrt(3)
+    half = 4.302653 * 0.01 / np.sqrt(3)
+    assert table.loc[B, "vs_base"] == pytest.approx(0.21)
+    assert table.loc[B, ["vs_low", "vs_high"]].tolist() == pytest.approx([0.21 - half, 0.21 + half])
+    assert table.loc[B, "outcome"] == "win" and table.loc[B, "shift"] == pytest.approx(0.2)
+    # form A - bd: .01, .00, .01: a tie (mean within 0.01)
+    assert table.loc[A, "outcome"] == "tie" and table.loc[BD, "outcome"] == "–"
+    text = prediction_sentences(table)
+    assert "**soft BD: soft targets** was predicted to lift" in text
+    assert "a difference of +0.210 [+0.185, +0.235]: **borne out**." in text
+    assert "**soft BD: pair weights** was predicted to push" in text and "**not borne out** (tie" in text
+    # form B's gap smaller than bd's: the prediction is contradicted
+    flipped = PAIRS.assign(similarity=np.where((PAIRS.rung == B) & (PAIRS.g > 0.5), 0.5, PAIRS.similarity))
+    assert "**contradicted**" in prediction_sentences(gap_table(sharing_gaps(flipped)))
+    one = gap_table(sharing_gaps(PAIRS[PAIRS.seed == 0]))
+    assert "on this seed" in prediction_sentences(one) and "[" not in prediction_sentences(one)
+
+
+# ----------------------------------------------------------------------------- the answer
+
+def _metric_rows(values: dict, metric: str = "coarse_recall@1") -> pd.DataFrame:
+    return _rows(values).assign(metric=metric)
+
+
+LADDER = {("multi-similarity", "a"): [0.62, 0.63, 0.61], ("multi-similarity", "b"): [0.70, 0.71, 0.72],
+          (BD, "a"): [0.60, 0.61, 0.62], (BD, "b"): [0.70, 0.70, 0.71],
+          (A, "a"): [0.60, 0.61, 0.615], (A, "b"): [0.70, 0.705, 0.71],
+          (B, "a"): [0.61, 0.60, 0.62], (B, "b"): [0.69, 0.71, 0.70]}
+STUDENTS = {("kl ← binomial deviance", "a"): [0.5, 0.5, 0.5], ("kl ← binomial deviance", "b"): [0.6] * 3,
+            (f"kl ← {B}", "a"): [0.5, 0.505, 0.5], (f"kl ← {B}", "b"): [0.6] * 3}
+
+
+def test_the_answer_is_not_established_when_every_graded_rung_ties():
+    from ue_lib.sgml.verdicts import answer, best_rungs
+
+    ladder, students = _metric_rows(LADDER), _metric_rows(STUDENTS)
+    # per-seed means over domains: ms .66 .67 .665; bd .65 .655 .665 (ms - bd: .01 .015 0: tie)
+    assert best_rungs(ladder, "coarse_recall@1") == ("multi-similarity", [BD, A, B])
+    text = answer(ladder, students, [A, B], B, "coarse_recall@1")
+    assert text.startswith("**Does grading help coarse retrieval?** **Not established**: no graded "
+                           "rung beats binomial deviance, and none lost a domain to it on "
+                           "coarse_recall@1 (soft BD: pair weights: not established (0 wins, 2 ties")
+    # multi-similarity's mean 0.665 is the best; every other rung ties with it
+    assert "Every rung ties with the best by the rule on coarse_recall@1 (means 0.655 to 0.665)." in text
+    assert "Grading alone" not in text  # no + attribute head in this ladder
+    assert text.endswith("kl ← soft BD: soft targets beats kl ← binomial deviance on coarse_recall@1: "
+                         "not established (0 wins, 2 ties, 0 losses).")
+
+
+def test_the_answer_is_yes_when_a_graded_rung_beats_the_baseline_and_no_when_it_loses():
+    from ue_lib.sgml.verdicts import answer, best_rungs
+
+    up = {**LADDER, (B, "a"): [0.65, 0.66, 0.68], (B, "b"): [0.75, 0.74, 0.73]}
+    text = answer(_metric_rows(up), _metric_rows(STUDENTS), [A, B], B, "coarse_recall@1")
+    assert "**Yes**: soft BD: soft targets beats binomial deviance on coarse_recall@1" in text
+    assert "soft BD: soft targets: holds (2 wins, 0 ties, 0 losses)" in text
+    assert best_rungs(_metric_rows(up), "coarse_recall@1") == (B, [])
+    assert "The best rung on coarse_recall@1 is **soft BD: soft targets** (mean 0.702), ahead" in text
+    head = {**up, ("+ attribute head", "a"): [0.64, 0.655, 0.67], ("+ attribute head", "b"): [0.74] * 3}
+    text = answer(_metric_rows(head), _metric_rows(STUDENTS), [A, B], B, "coarse_recall@1")
+    # soft targets - head: a +0.01 +0.005 +0.01 (tie), b +0.01 0 -0.01 (tie)
+    assert ("Grading alone (against + attribute head, the same head without grading): soft BD: "
+            "pair weights: does not hold (0 wins, 0 ties, 2 losses); soft BD: soft targets: not "
+            "established (0 wins, 2 ties, 0 losses).") in text
+    down = {**LADDER, (A, "a"): [0.55, 0.56, 0.57]}
+    text = answer(_metric_rows(down), _metric_rows(STUDENTS), [A, B], B, "coarse_recall@1")
+    assert "**No**: no graded rung beats binomial deviance, and soft BD: pair weights lost" in text
+    assert "soft BD: pair weights: does not hold (0 wins, 1 tie, 1 loss)" in text
+
+
+def test_read_pairs_shows_the_gap_table_and_its_sentences():
+    from ue_lib.sgml.verdicts import read_pairs
+
+    shown, text = read_pairs(PAIRS)
+    assert list(shown.index) == [BD, B, A]
+    assert shown.loc[B].tolist() == ["+0.330 [+0.255, +0.405]", "+0.210 [+0.185, +0.235]", "win", "+0.200"]
+    assert shown.loc[BD].tolist()[1:] == ["–", "–", "–"]
+    assert text.count("\n- ") == 1  # one line per predicted form

@@ -49,9 +49,11 @@ of CUB and Cars).
 
 from ..palette import OKABE_ITO, register_colors
 from ..universal import COLORS as UNIVERSAL_COLORS
+from .settings import condition_name
 
-# the colours of this system's models in every figure (`ue_lib.palette`)
-COLORS = {
+# the colours of this system's conditions in every figure (`ue_lib.palette`), under their names
+# (`settings.condition_name`)
+COLORS = {condition_name(k): c for k, c in {
     "global": OKABE_ITO["grey"],               # the whole image, the baseline
     "roi_oracle": OKABE_ITO["sky blue"],
     "roi_detected": OKABE_ITO["blue"],
@@ -59,5 +61,5 @@ COLORS = {
     "detector_features": OKABE_ITO["orange"],
     "trunk_features": OKABE_ITO["bluish green"],
     **{f"student_{k[len('distill:'):]}": c for k, c in UNIVERSAL_COLORS.items() if k.startswith("distill:")},
-}
+}.items()}
 register_colors(COLORS)

@@ -9,6 +9,7 @@ import pandas as pd
 
 from ..figures import show_image
 from ..palette import HIT, MISS, model_color
+from .settings import condition_name
 
 
 def scenes_figure(images: np.ndarray, boxes, detections=None, columns: int = 6, title: str = ""):
@@ -49,7 +50,7 @@ def object_gallery(example: dict, title: str = ""):
         for c, name in enumerate(conditions):
             row = axes[q * len(conditions) + c]
             show_image(row[0], query, border="black")
-            row[0].set_ylabel(f"{example['domains'][q]}\n{name}", fontsize=7, rotation=0,
+            row[0].set_ylabel(f"{example['domains'][q]}\n{condition_name(name)}", fontsize=7, rotation=0,
                               ha="right", va="center")
             images = example["conditions"][name]["images"][q]
             correct = example["conditions"][name]["correct"][q]
@@ -64,14 +65,14 @@ def object_gallery(example: dict, title: str = ""):
 
 
 def tradeoff_plot(points: pd.DataFrame, metric: str = "recall@1"):
-    """Time against accuracy: one point per method (columns ``method``, ``ms`` and ``value``
-    (means) and ``ms_std``/``value_std``), coloured by `model_color`, labelled."""
+    """Time against accuracy: one point per condition (columns ``condition``, its name, ``ms``
+    and ``value`` (means) and ``ms_std``/``value_std``), coloured by `model_color`, labelled."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for _, r in points.iterrows():
-        color = model_color(r.method)
+        color = model_color(r.condition)
         ax.errorbar(r.ms, r.value, xerr=r.get("ms_std", 0) or 0, yerr=r.get("value_std", 0) or 0,
                     fmt="o", color=color, capsize=3)
-        ax.annotate(r.method, (r.ms, r.value), textcoords="offset points", xytext=(6, 4),
+        ax.annotate(r.condition, (r.ms, r.value), textcoords="offset points", xytext=(6, 4),
                     fontsize=8, color=color)
     ax.set_xlabel("ms per scene (shared scene pass and detector included)")
     ax.set_ylabel(f"object retrieval {metric}")

@@ -13,6 +13,26 @@ from ..settings import CoreSettings, setting
 
 POOLINGS = ("avg", "max", "gem")
 
+# One name per condition of notebook 08, used by every table, legend and sentence (`condition_name`;
+# the result rows keep the short ids in their `method` column)
+CONDITIONS = {"global": "(i) whole scene", "roi_oracle": "(ii) box-pooled, true box",
+              "roi_detected": "(iii) box-pooled, detected box",
+              "teacher_crop": "(iv) teacher on crops",
+              "detector_features": "(vi) detector's features",
+              "trunk_features": "(ref.) trunk's features, no head"}
+GUIDES = {"embedding_mse": "MSE", "kl": "kl"}  # a guided student's guide, as its name says it
+
+
+def condition_name(method: str) -> str:
+    """The name of a condition id of notebook 08 (`CONDITIONS`; a guided student
+    ``student_<guide>`` is "(v) student, <guide> guide"); any other id unchanged."""
+    if method in CONDITIONS:
+        return CONDITIONS[method]
+    if method.startswith("student_"):
+        guide = method[len("student_"):]
+        return f"(v) student, {GUIDES.get(guide, guide)} guide"
+    return method
+
 
 @dataclass(frozen=True)
 class DetectorSettings(Validated):

@@ -10,39 +10,33 @@ import numpy as np
 import pandas as pd
 
 from ..verdicts import Rules, favoured_of, mean_std, model_table, num, win_counts, win_rule
+from .settings import condition_name
 
-# the conditions of notebook 08 in the order of the issue, with their names in tables
-CONDITIONS = {"global": "(i) global", "roi_oracle": "(ii) box-pooled, oracle boxes",
-              "roi_detected": "(iii) box-pooled, detected boxes",
-              "teacher_crop": "(iv) teacher on crops",
-              "student_embedding_mse": "(v) student, MSE guide",
-              "student_kl": "(v) student, kl guide",
-              "detector_features": "(vi) detector's features",
-              "trunk_features": "classification trunk's features"}
+TIME_DIGITS = 2  # measured times vary by more than 1% between runs: 2 significant digits
 
 
 def condition_rows(rows: pd.DataFrame, task: str) -> pd.DataFrame:
     """Notebook 08's rows of one task ("objects": object retrieval per domain; "spliced": spliced
-    retrieval) with ``model`` set to the condition, so that `compare`, `favoured` and
-    `ladder_table` compare conditions."""
+    retrieval) with ``model`` set to the condition's name (`condition_name`), so that `compare`,
+    `favoured`, the tables and the figures compare and name conditions alike."""
     r = rows[rows.model == task]
-    return r.assign(model=r.method.astype(str))
+    return r.assign(model=r.method.astype(str).map(condition_name))
 
 
 def object_table(rows: pd.DataFrame, task: str, metrics: Sequence[str]) -> pd.DataFrame:
-    """One row per condition (named as in `CONDITIONS`), one column per metric: the mean over
+    """One row per condition (named by `condition_name`), one column per metric: the mean over
     domains, 'mean ± std' over seeds of that per-seed mean."""
-    table = model_table(condition_rows(rows, task), metrics)
-    return table.rename(index=lambda m: CONDITIONS.get(m, m))
+    return model_table(condition_rows(rows, task), metrics)
 
 
 def detector_table(rows: pd.DataFrame) -> pd.DataFrame:
     """Notebook 08's detector: its test quality (recall and precision at IoU >= 0.5, mean IoU of
-    each object's best detection, detections per scene) and its training seconds, mean ± std
-    over seeds."""
+    each object's best detection, detections per scene) and its training seconds (to
+    `TIME_DIGITS` significant digits), mean ± std over seeds."""
     r = rows[(rows.model == "detector") | ((rows.model == "cost") &
                                            (rows.metric == "train_seconds"))]
-    table = r.groupby("metric", sort=False).value.agg(mean_std).to_frame().T
+    table = r.groupby("metric", sort=False).value.agg(
+        lambda v: mean_std(v, TIME_DIGITS if v.name == "train_seconds" else None)).to_frame().T
     return table.rename(index={"value": f"mean ± std over {r.seed.nunique()} seeds"})
 
 
@@ -59,27 +53,30 @@ def pipeline_costs(rows: pd.DataFrame) -> pd.DataFrame:
     """Milliseconds per test image of each way to embed a scene's objects, mean ± std over
     seeds: the shared part (the trunk's scene pass and the detector's heads, which find the
     boxes), then the teacher (crops, one trunk pass per object, its head) or a student
-    (roi_align, the rest of the trunk, its head), and the totals."""
+    (roi_align, the rest of the trunk, its head), and the totals; to `TIME_DIGITS` significant
+    digits."""
     shared, own = _pipeline_totals(rows)
     out = []
     for method in own.columns:
         total = shared + own[method]
-        out.append({"condition": CONDITIONS.get(method, method), "method": method,
-                    "shared ms": mean_std(shared), "own ms": mean_std(own[method]),
-                    "total ms": mean_std(total), "total_mean": float(total.mean())})
+        out.append({"condition": condition_name(method), "method": method,
+                    "shared ms": mean_std(shared, TIME_DIGITS),
+                    "own ms": mean_std(own[method], TIME_DIGITS),
+                    "total ms": mean_std(total, TIME_DIGITS), "total_mean": float(total.mean())})
     return pd.DataFrame(out).set_index("condition")
 
 
 def tradeoff_points(rows: pd.DataFrame, metric: str = "recall@1") -> pd.DataFrame:
-    """For `figures.tradeoff_plot`: per timed method, the total ms per test image and the object
-    retrieval `metric` (mean over domains), each as mean and std over seeds."""
+    """For `figures.tradeoff_plot`: per timed method (its id and its `condition_name`), the total
+    ms per test image and the object retrieval `metric` (mean over domains), each as mean and std
+    over seeds."""
     shared, own = _pipeline_totals(rows)
-    objects = condition_rows(rows, "objects")
-    acc = objects[objects.metric == metric].groupby(["model", "seed"]).value.mean()
+    objects = rows[rows.model == "objects"]
+    acc = objects[objects.metric == metric].groupby(["method", "seed"]).value.mean()
     out = []
     for method in own.columns:
         total, value = shared + own[method], acc.loc[method]
-        out.append({"method": method, "ms": float(total.mean()),
+        out.append({"method": method, "condition": condition_name(method), "ms": float(total.mean()),
                     "ms_std": float(total.std(ddof=1)) if len(total) > 1 else 0.0,
                     "value": float(value.mean()),
                     "value_std": float(value.std(ddof=1)) if len(value) > 1 else 0.0})
@@ -98,16 +95,17 @@ def object_findings(rows: pd.DataFrame, metrics: Sequence[str], spliced_metrics:
     metric) comparison, paired by seed, by the rule of `compare`; a margin of
     `rules.favour_margin`): finding, what was compared, the numbers favour, verdict."""
     objects, spliced = condition_rows(rows, "objects"), condition_rows(rows, "spliced")
-    present = set(objects.model)
-    guides = sorted(m for m in present if m.startswith("student_"))
+    guides = sorted(m for m in set(rows[rows.model == "objects"].method) if m.startswith("student_"))
     out = []
 
     def add(finding, table, a, b, ms, expected):
-        """`expected`: the choice (or choices) under which the finding holds."""
+        """Condition ids `a`, `b`; `expected`: the id (or ids, or "neither") under which the
+        finding holds."""
+        a, b = condition_name(a), condition_name(b)
         if not {a, b} <= set(table.model):
             return
         choice, measured = _favour_line(table, a, b, ms, rules)
-        expected = {expected} if isinstance(expected, str) else set(expected)
+        expected = {condition_name(e) for e in ([expected] if isinstance(expected, str) else expected)}
         verdict = ("holds" if choice in expected else "not shown (neither favoured)"
                    if choice == "neither" else f"does not hold ({choice} favoured)")
         out.append({"finding": finding, "compared": measured, "favoured": choice,

@@ -170,34 +170,47 @@ def students(folder, chosen: str | None = None) -> pd.DataFrame:
 
 def pairs(folder, domain: str | None = None, n_pairs: int = 3000) -> pd.DataFrame:
     """Test pairs of `domain` (default: the attribute-bearing domain with the most attributes
-    on per image, whose pairs have the most graded g) at the run's seed:
-    `n_pairs` seeded random pairs (mostly negatives) and `n_pairs` seeded positive pairs (an anchor
-    and a random other item of its class), with their ground-truth granularity similarity g
-    (cosine of the attribute vectors), whether they share a class, and each rung's learned
-    cosine similarity. Columns: domain, rung, g, same_class, similarity."""
-    seed = folder.seed
+    on per image at the run's seed, whose pairs have the most graded g) at every seed of
+    `sgml_seeds`: per seed, `n_pairs` seeded random pairs (mostly negatives) and `n_pairs`
+    seeded positive pairs (an anchor and a random other item of its class), with their
+    ground-truth granularity similarity g (cosine of the attribute vectors), whether they share
+    a class, and each rung's learned cosine similarity. Columns: domain, seed, rung, g,
+    same_class, similarity."""
     if domain is None:  # the most graded one: most attributes on per image
-        domain = max(attribute_domains(folder, seed), key=lambda n: float(
-            (folder.domains(seed)[n].test.attributes >= 0.5).sum(1).mean()))
-    test = folder.domains(seed)[domain].test
+        domain = max(attribute_domains(folder, folder.seed), key=lambda n: float(
+            (folder.domains(folder.seed)[n].test.attributes >= 0.5).sum(1).mean()))
+    seeds = folder.profile.seed_list("sgml_seeds", offset=folder.seed)
+    return pd.concat([_pairs_of_seed(folder, domain, seed, n_pairs) for seed in seeds],
+                     ignore_index=True)
+
+
+def pair_indices(labels: np.ndarray, n_pairs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`n_pairs` seeded random pairs and `n_pairs` seeded positive pairs (an anchor and a random
+    item of its class, possibly itself) of items with `labels`; pairs of an item with itself
+    are dropped."""
     rng = np.random.default_rng(seed)
-    n = len(test.labels)
-    order = np.argsort(test.labels, kind="stable")
-    _, start, inverse, count = np.unique(test.labels[order], return_index=True, return_inverse=True,
+    n = len(labels)
+    order = np.argsort(labels, kind="stable")
+    _, start, inverse, count = np.unique(labels[order], return_index=True, return_inverse=True,
                                          return_counts=True)
     anchors = rng.integers(0, n, n_pairs)
     cls = inverse[np.argsort(order)][anchors]  # each anchor's class position
     partners = order[start[cls] + (rng.random(n_pairs) * count[cls]).astype(int)]
     i = np.concatenate([rng.integers(0, n, n_pairs), anchors])
     j = np.concatenate([rng.integers(0, n, n_pairs), partners])
-    i, j = i[i != j], j[i != j]
+    return i[i != j], j[i != j]
+
+
+def _pairs_of_seed(folder, domain: str, seed: int, n_pairs: int) -> pd.DataFrame:
+    test = folder.domains(seed)[domain].test
+    i, j = pair_indices(test.labels, n_pairs, seed)
     a = l2_normalise(np.asarray(test.attributes, np.float64))
     g = np.clip((a[i] * a[j]).sum(1), 0.0, 1.0)
     out = []
     for rung in folder.profile.sgml_ladder:
         result = rung_specialist(folder, rung, domain, seed)
         x = l2_normalise(embed(result.model, model_inputs(result.model, test)))
-        out.append(pd.DataFrame({"domain": domain, "rung": rung, "g": g,
+        out.append(pd.DataFrame({"domain": domain, "seed": seed, "rung": rung, "g": g,
                                  "same_class": test.labels[i] == test.labels[j],
                                  "similarity": (x[i] * x[j]).sum(1)}))
     return pd.concat(out, ignore_index=True)

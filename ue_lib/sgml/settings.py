@@ -10,18 +10,22 @@ from ..config import choice
 from ..settings import CoreSettings, setting
 
 # Notebook 07's ladder (SGML, Manandhar et al., 2020): each rung is the settings its specialists
-# train with. "ms" is the project's specialists as they are (notebook 02's models, reused). The
+# train with, named in plain words (the same name in every table, legend and sentence). The
+# first rung is the project's specialists as they are (notebook 02's models, reused). The
 # soft-binomial-deviance rungs are our reconstruction (`ue_lib.losses.SoftBinomialDevianceLoss`);
 # gamma 0.25 places a negative pair whose attributes agree fully at beta + 0.25 = 0.75 (our
 # choice, a parameter like every other).
+MULTI_SIMILARITY, BINOMIAL_DEVIANCE, ATTRIBUTE_HEAD = ("multi-similarity", "binomial deviance",
+                                                       "+ attribute head")
+PAIR_WEIGHTS, SOFT_TARGETS = "soft BD: pair weights", "soft BD: soft targets"
 SGML_LADDER = {
-    "ms": {},
-    "bd": {"metric_loss": "binomial_deviance"},
-    "bd+attr": {"metric_loss": "binomial_deviance", "attribute_weight": 1.0},
-    "sbd-a": {"metric_loss": "soft_binomial_deviance", "attribute_weight": 1.0,
-              "soft_binomial_deviance.form": "weights", "soft_binomial_deviance.weight": 1.0},
-    "sbd-b": {"metric_loss": "soft_binomial_deviance", "attribute_weight": 1.0,
-              "soft_binomial_deviance.form": "targets", "soft_binomial_deviance.gamma": 0.25},
+    MULTI_SIMILARITY: {},
+    BINOMIAL_DEVIANCE: {"metric_loss": "binomial_deviance"},
+    ATTRIBUTE_HEAD: {"metric_loss": "binomial_deviance", "attribute_weight": 1.0},
+    PAIR_WEIGHTS: {"metric_loss": "soft_binomial_deviance", "attribute_weight": 1.0,
+                   "soft_binomial_deviance.form": "weights", "soft_binomial_deviance.weight": 1.0},
+    SOFT_TARGETS: {"metric_loss": "soft_binomial_deviance", "attribute_weight": 1.0,
+                   "soft_binomial_deviance.form": "targets", "soft_binomial_deviance.gamma": 0.25},
 }
 
 
@@ -32,8 +36,9 @@ class SGMLSettings(CoreSettings):
     sgml_ladder: dict = setting(lambda: dict(SGML_LADDER), "sgml",
                                 "notebook 07: rung name -> the settings of its specialists")
     sgml_seeds: str | int | tuple | list = setting("0,1,2", "sgml")
-    sgml_teachers: str = setting("bd,auto", "sgml", "rungs whose specialists teach a kl student in "
-                                 "notebook 07 (domains without attributes keep their specialist); "
+    sgml_teachers: str = setting(f"{BINOMIAL_DEVIANCE},auto", "sgml",
+                                 "rungs whose specialists teach a kl student in notebook 07 "
+                                 "(domains without attributes keep their specialist); "
                                  "auto: the graded rung with the best validation nDCG")
     sgml_ks: str = setting("1,5,10", "sgml", "K of Recall@K, coarse Recall@K and nDCG@K")
 
