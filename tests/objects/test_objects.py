@@ -307,7 +307,7 @@ def test_object_report_functions_by_hand():
     verdicts = findings.verdict.to_dict()
     assert verdicts["1. a detector's features retrieve worse than a classification network's"] == "holds"
     assert verdicts["2. a detected box is hard attention: pooled in it beats the global embedding"] == "holds"
-    assert verdicts["3. the guided student (kl) is at least as good as its teacher"] == "holds"  # a tie
+    assert verdicts["3. the guided student (kl guide) is at least as good as its teacher"] == "holds"  # a tie
     assert verdicts["4. max over object pairs finds spliced sources better than the global embedding"] \
         == "holds"
     assert findings.loc["2'. the same with oracle boxes", "compared"] == \
@@ -326,6 +326,48 @@ def test_findings_say_when_a_finding_does_not_hold():
     rows.loc[flip, "value"] += 0.5  # the detector's features now retrieve best
     findings = objects_verdicts.object_findings(rows, ["recall@1", "map@r"], ["recall@1"])
     assert findings.verdict.iloc[0] == "does not hold ((vi) detector's features favoured)"
+
+
+def test_trunk_against_head_separates_the_shift_from_the_heads_quality():
+    from ue_lib.objects import verdicts as objects_verdicts
+
+    def rows(clean_gap: float, object_gap: float) -> pd.DataFrame:
+        out = []
+        for seed in (0, 1, 2):
+            for task, gap in (("clean", clean_gap), ("objects", object_gap)):
+                for domain in ("a", "b"):
+                    out += [dict(model=task, method="trunk_features", domain=domain,
+                                 metric="recall@1", value=0.5 + 0.01 * seed, seed=seed),
+                            dict(model=task, method="roi_oracle", domain=domain, metric="recall@1",
+                                 value=0.5 + 0.01 * seed + gap, seed=seed)]
+        return pd.DataFrame(out)
+
+    text = objects_verdicts.trunk_vs_head(rows(0.05, -0.02))
+    assert ("(ii) box-pooled, true box minus (ref.) trunk's features, no head, recall@1, mean over "
+            "domains: on clean items +0.050 (win), on objects in scenes -0.020 (loss).") in text
+    assert "the shift from clean items to scene crops" in text
+    text = objects_verdicts.trunk_vs_head(rows(-0.03, -0.02))
+    assert "on clean items -0.030 (loss)" in text and "not ahead even on clean items" in text
+    assert "no lead to explain" in objects_verdicts.trunk_vs_head(rows(0.0, 0.05))
+    assert "did not both run" in objects_verdicts.trunk_vs_head(rows(0.05, 0.0).query("model == 'objects'"))
+
+
+def test_the_answer_of_notebook_08_in_both_directions():
+    from ue_lib.objects import verdicts as objects_verdicts
+
+    rows = _rows()
+    findings = objects_verdicts.object_findings(rows, ["recall@1", "map@r"], ["recall@1"])
+    text = objects_verdicts.answer(findings)
+    assert text.startswith("**Does a detected box beat the whole scene?** **Yes** (finding 2: holds).")
+    assert "**Does the guided student (kl guide) match its teacher?** **Yes** (finding 3: holds)." in text
+    worse = rows.copy()
+    worse.loc[(worse.method == "student_kl") & (worse.model == "objects"), "value"] -= 0.1
+    worse.loc[(worse.method == "roi_detected") & (worse.model == "objects"), "value"] -= 0.3
+    text = objects_verdicts.answer(objects_verdicts.object_findings(worse, ["recall@1", "map@r"],
+                                                                    ["recall@1"]))
+    assert "**No** (finding 2: does not hold ((i) whole scene favoured))." in text
+    assert "match its teacher?** **No** (finding 3: does not hold ((iv) teacher on crops favoured))" in text
+    assert "did not run" in objects_verdicts.answer(findings.iloc[:0])
 
 
 def test_one_naming_table_names_the_conditions_in_tables_figures_and_findings():

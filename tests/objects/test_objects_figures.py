@@ -37,3 +37,23 @@ def test_object_figures():
     fig = objects_figures.tradeoff_plot(points)
     assert [t.get_text() for t in fig.axes[0].texts] == ["(iv) teacher on crops", "(v) student, kl guide"]
     plt.close(fig)
+
+
+def test_the_roi_align_figure_draws_torchvisions_pooling_of_the_box():
+    import torch
+
+    from ue_lib.objects import figures as objects_figures
+    from ue_lib.objects.trunk import box_features, roi_example
+
+    ex = roi_example(image_side=128, stride=16, box=(22, 38, 98, 94), output_size=4)
+    assert ex["map"].shape == (8, 8) and ex["pooled"].shape == (4, 4)
+    fmap = torch.from_numpy(ex["map"])[None, None]
+    again = box_features(fmap, [torch.tensor([[22.0, 38.0, 98.0, 94.0]])], 128, 4)[0, 0].numpy()
+    np.testing.assert_array_equal(ex["pooled"], again)
+    # a box of whole map cells, pooled to its own size, is the map's cells themselves
+    whole = roi_example(box=(16, 32, 80, 96), output_size=4)
+    np.testing.assert_allclose(whole["pooled"], whole["map"][2:6, 1:5], atol=1e-6)
+    fig = objects_figures.roi_align_figure(ex)
+    box = [p for p in fig.axes[0].patches if p.get_linewidth() == 2][0]
+    assert box.get_xy() == (22 / 16, 38 / 16) and box.get_width() == (98 - 22) / 16
+    plt.close(fig)

@@ -299,7 +299,13 @@ def test_verdicts_bits_and_tables_from_hand_made_rows():
     assert opqn_verdicts.bits_needed(rows, "pq", "float", "recall@1", 0.005).bits.tolist() == [None]
     table = opqn_verdicts.index_table(rows, "recall@1")
     assert list(table.columns) == ["float", "pq", "opqn"]
-    assert table.loc[("orl seen", 16), "opqn"] == "0.823 ± 0.021"
+    assert table.loc[("orl seen", "OPQN network", 16), "opqn"] == "0.823 ± 0.021"
+    # the universal index: the kl student's indexes are rows of their own, not columns of "–"
+    universal = pd.concat([rows.assign(domain="universal"), _rows(
+        {("kl float", 16): [0.6, 0.6, 0.6], ("kl pq", 16): [0.5, 0.5, 0.5]}, "recall@1", "universal")])
+    table = opqn_verdicts.index_table(universal, "recall@1")
+    assert table.loc[("universal", "kl student", 16)].tolist() == ["0.600 ± 0.000", "0.500 ± 0.000", "–"]
+    assert (table == "–").sum().sum() == 1 and table.index.names == ["experiment", "embedding", "bits"]
     text = opqn_verdicts.index_sentence(v, "opqn", "recall@1")
     assert "1 win(s), 0 loss(es), 1 tie(s)" in text and "positive on every seed" in text
 
@@ -308,11 +314,38 @@ def test_index_costs_use_each_index_own_bits():
     from ue_lib.opqn import verdicts as opqn_verdicts
 
     rows = pd.concat([_rows({("float", 16): [2048.0], ("opqn", 16): [16.0]}, "bits"),
-                      _rows({("float", 16): [256.0], ("opqn", 16): [2.0]}, "bytes"),
-                      _rows({("float", 16): [10.0], ("opqn", 16): [4.0]}, "search_us")])
+                      _rows({("float", 16): [256.0], ("opqn", 16): [2.0]}, "bytes")])
     costs = opqn_verdicts.index_costs(rows)
     assert costs.loc[("float", 2048), "bytes per item"] == 256
-    assert costs.loc[("opqn", 16), "µs per query"] == 4
+    assert list(costs.columns) == ["bytes per item"]  # no search time on small databases
+
+
+def test_benchmark_table_gives_measured_times_two_significant_digits():
+    from ue_lib.opqn import verdicts as opqn_verdicts
+
+    table = opqn_verdicts.benchmark_table([
+        {"index": "float (IndexFlatIP)", "bits": 2048, "bytes": 256, "memory_mb": 244.140625,
+         "ms_per_query": 25.234},
+        {"index": "PQ / OPQN 4x16", "bits": 16, "bytes": 2, "memory_mb": 1.9073486328125,
+         "ms_per_query": 0.0123456}])
+    assert table.loc["float (IndexFlatIP)"].tolist() == [2048, 256, "240", "25"]
+    assert table.loc["PQ / OPQN 4x16"].tolist() == [16, 2, "1.9", "0.012"]
+
+
+def test_search_time_is_the_median_after_a_warm_up(monkeypatch):
+    from ue_lib.opqn import indexes
+
+    class Clock:  # a fake index whose searches take 5, 1, 2, 9, 3, 4 seconds (the first: warm-up)
+        def __init__(self):
+            self.times, self.now = iter([5, 1, 2, 9, 3, 4]), 0.0
+
+        def search(self, queries, k):
+            self.now += next(self.times)
+
+    fake = Clock()
+    monkeypatch.setattr(indexes.time, "perf_counter", lambda: fake.now)
+    seconds = indexes.search_seconds_per_query(fake, np.zeros((2, 4)))
+    assert seconds == 3 / 2  # median of 1, 2, 9, 3, 4 over 2 queries
 
 
 def test_ablation_table_compares_each_change_with_the_defaults():
@@ -347,3 +380,90 @@ def test_post_hoc_indexes_do_not_depend_on_faiss_threads():
         faiss.omp_set_num_threads(before)
     for kind in ("pq", "opq"):
         assert np.array_equal(codes[kind, 1], codes[kind, 2]), kind
+
+
+def test_the_pq_schematic_is_faiss_product_quantization_of_m_log2_k_bits():
+    import matplotlib.pyplot as plt
+
+    from ue_lib.opqn import figures as opqn_figures
+    from ue_lib.opqn import indexes
+
+    for m, k in ((4, 16), (2, 256), (8, 4)):
+        ex = indexes.pq_example(16, m, k)
+        assert ex["bits"] == m * np.log2(k) and len(ex["codes"]) == m
+        assert ex["code_bytes"] == int(np.ceil(m * np.log2(k) / 8))
+        # the nearest codeword per sub-vector, joined, is what faiss decodes the code to
+        chosen = np.concatenate([ex["codebooks"][j, c] for j, c in enumerate(ex["codes"])])
+        np.testing.assert_allclose(chosen, ex["decoded"], rtol=1e-6, atol=1e-6)
+    fig = opqn_figures.pq_schematic(indexes.pq_example(16, 4, 16))
+    assert "M log2 K = 4 × 4 = 16 bits (2 bytes)" in fig._suptitle.get_text()
+    assert len(fig.axes) == 1 + 2 * 4  # the vector, and per sub-space its codebook and its code
+    plt.close(fig)
+
+
+def test_the_compressed_student_against_opqns_universal_network_in_both_directions():
+    from ue_lib.opqn import verdicts as opqn_verdicts
+
+    ahead = _rows({("kl opq", 16): [0.37, 0.36, 0.38], ("opqn", 16): [0.26, 0.27, 0.25],
+                   ("kl opq", 32): [0.50, 0.52, 0.51], ("opqn", 32): [0.45, 0.46, 0.44]},
+                  domain="universal")
+    text = opqn_verdicts.student_verdict(ahead)
+    assert "16 bits 0.370 against 0.260 (win), 32 bits 0.510 against 0.450 (win)" in text
+    assert text.endswith("**holds**.")
+    behind = ahead.assign(value=ahead.value.where(ahead.model != "opqn", ahead.value + 0.2))
+    assert opqn_verdicts.student_verdict(behind).endswith("**does not hold**.")
+    tied = _rows({("kl opq", 16): [0.37, 0.36, 0.38], ("opqn", 16): [0.365, 0.37, 0.375],
+                  ("kl opq", 32): [0.50, 0.52, 0.51], ("opqn", 32): [0.45, 0.46, 0.44]},
+                 domain="universal")  # a tie at 16 bits, a win at 32: 1 of 2 is no majority
+    assert "(tie)" in opqn_verdicts.student_verdict(tied)
+    assert opqn_verdicts.student_verdict(tied).endswith("**not established**.")
+    assert opqn_verdicts.student_verdict(ahead[ahead.seed == 0]).endswith("**holds**, on this seed.")
+    assert opqn_verdicts.student_verdict(ahead.assign(domain="orl seen")).startswith("No recall@1")
+
+
+def test_the_bits_needed_table_names_the_largest_budget_when_none_suffices():
+    from ue_lib.opqn import verdicts as opqn_verdicts
+
+    rows = pd.concat([
+        _rows({("float", 16): [0.90, 0.92], ("float", 48): [0.90, 0.92],
+               ("opqn", 16): [0.80, 0.82], ("opqn", 48): [0.895, 0.915],
+               ("pq", 16): [0.70, 0.72], ("pq", 48): [0.85, 0.87]}, domain="orl seen"),
+        _rows({("float", 16): [0.5, 0.5], ("opqn", 16): [0.495, 0.5]}, domain="universal")])
+    needed = opqn_verdicts.bits_budgets(rows)
+    assert needed.largest.tolist() == [48, 16, 48]
+    table = opqn_verdicts.bits_table(needed)
+    assert table.loc[("orl seen", "OPQN network"), "opqn"] == "48 bits"  # drop 0.005 at 48, 0.1 at 16
+    assert table.loc[("orl seen", "OPQN network"), "pq"] == "more than 48 (drop 0.050)"
+    assert table.loc[("universal", "OPQN network")].tolist() == ["16 bits", "–"]
+    kl = pd.concat([rows, _rows({("kl float", 16): [0.5, 0.5], ("kl pq", 16): [0.5, 0.49]},
+                                domain="universal")])
+    table = opqn_verdicts.bits_table(opqn_verdicts.bits_budgets(kl))
+    assert table.loc[("universal", "kl student"), "pq"] == "16 bits"  # a row, not a "kl pq" column
+    assert list(table.columns) == ["opqn", "pq"]
+
+
+def test_the_answer_of_notebook_06_in_both_directions():
+    from ue_lib.opqn import verdicts as opqn_verdicts
+
+    base = {("float", 16): [0.5, 0.52, 0.51], ("float", 32): [0.5, 0.52, 0.51],
+            ("pq", 16): [0.30, 0.31, 0.32], ("pq", 32): [0.40, 0.41, 0.42]}
+    behind = pd.concat([_rows({**base, ("opqn", 16): [0.20, 0.21, 0.22], ("opqn", 32): [0.45, 0.46, 0.47]},
+                              m, domain="universal") for m in ("recall@1", "map@all")])
+    text = opqn_verdicts.answer(behind, ["pq"])
+    assert ("opqn: more than 32 (drop 0.050 there); pq: more than 32 (drop 0.100 there)") in text
+    assert text.endswith("settings: 1 wins, 0 ties, 1 losses: **does not hold** (a majority of wins "
+                         "is needed).")
+    ahead = pd.concat([_rows({**base, ("opqn", 16): [0.495, 0.52, 0.505], ("opqn", 32): [0.5, 0.52, 0.51]},
+                             m, domain="universal") for m in ("recall@1", "map@all")])
+    text = opqn_verdicts.answer(ahead, ["pq"])
+    assert "opqn: 16 bits" in text and "2 wins, 0 ties, 0 losses: **holds**" in text
+
+
+def test_the_ablations_run_below_the_ceiling_by_default():
+    from ue_lib.profiles import load_profile
+
+    assert load_profile("mini").ablation_experiment() == ("omniglot", "unseen")
+    assert load_profile("mini", overrides={"quantize_ablation_on": "universal"}
+                        ).ablation_experiment() == ("universal", "")
+    # an experiment the profile does not run: the first one it does
+    assert load_profile("paper").ablation_experiment() == ("cub", "unseen")

@@ -28,7 +28,7 @@ from torch import nn
 
 from ..config import ModelSettings
 from ..data import Domain, Split
-from ..evaluate import embed
+from ..evaluate import embed, retrieval_metrics
 from ..features import FeatureStore
 from ..io import result_rows
 from ..models import build_trunk, caches_features, lite0_backbone, trunk_key
@@ -149,6 +149,7 @@ def object_seed(folder, seed: int) -> ObjectSeed:
         found, detections = detect(run)
         embedded = embed_objects(run, students, found, detections)
         object_rows(run, embedded)
+        clean_rows(run, embedded)
         spliced_rows(run, students, found, detections, embedded)
         cost_rows(run, students)
         test, first = run.test, list(range(min(6, len(run.test))))
@@ -329,6 +330,29 @@ def object_rows(run: SeedRun, embedded: Embedded) -> None:
                                        run.source[n].test.labels[items], ks)
             run.add("objects", method, n, {m: v for m, v in metrics.items()
                                            if m.startswith("recall@") or m == "map@r"})
+
+
+# the conditions whose embedding of a clean item differs (global and roi_detected embed it as
+# roi_oracle does: the universal head on the item's own features)
+CLEAN_CONDITIONS = ("roi_oracle", "teacher_crop", "trunk_features", "detector_features")
+
+
+def clean_rows(run: SeedRun, embedded: Embedded) -> None:
+    """Retrieval among each domain's clean gallery items alone (no scene: each item a query
+    against the others, leave-one-out), for the conditions of `CLEAN_CONDITIONS` and the
+    students: task "clean", Recall@K and MAP@R (a domain whose gallery sample has no two items
+    of one class has none). Beside the object rows it separates how good an
+    embedding is from how much it loses on objects cut from scenes."""
+    ks = run.profile.k_list("objects_ks")
+    methods = [m for m in embedded.objects if m in CLEAN_CONDITIONS or m.startswith("student_")]
+    for method in methods:
+        for d, n in enumerate(run.names):
+            labels = run.source[n].test.labels[embedded.items[d]]
+            if (method, d) not in embedded.clean or len(np.unique(labels)) == len(labels):
+                continue  # no item shares a class with another: nothing to retrieve
+            metrics = retrieval_metrics(embedded.clean[method, d], labels, ks)
+            run.add("clean", method, n, {m: v for m, v in metrics.items()
+                                         if m.startswith("recall@") or m == "map@r"})
 
 
 def _detected_boxes(detections: list[dict], side: int) -> list[torch.Tensor]:

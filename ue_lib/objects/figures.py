@@ -80,3 +80,32 @@ def tradeoff_plot(points: pd.DataFrame, metric: str = "recall@1"):
     ax.set_title("teacher vs guided students: time and accuracy")
     fig.tight_layout()
     return fig
+
+
+def roi_align_figure(example: dict):
+    """RoIAlign in one picture (`ue_lib.objects.trunk.roi_example`): the stride-s feature map of a
+    scene with one box drawn on it (in map cells: the box's pixels / s, not rounded) and the box
+    cut into output × output bins, each the average of bilinear samples of the map; right, the
+    pooled output that the last stages of the trunk then read."""
+    fmap, pooled, s = example["map"], example["pooled"], example["stride"]
+    x1, y1, x2, y2 = (v / s for v in example["box"])
+    n = pooled.shape[0]
+    lim = float(max(np.abs(fmap).max(), np.abs(pooled).max()))
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 4), gridspec_kw={"width_ratios": [1.4, 1]})
+    ax = axes[0]
+    ax.imshow(fmap, cmap="RdBu_r", vmin=-lim, vmax=lim, extent=(0, fmap.shape[1], fmap.shape[0], 0))
+    for i in range(fmap.shape[0] + 1):
+        ax.axhline(i, color="white", linewidth=0.6)
+        ax.axvline(i, color="white", linewidth=0.6)
+    for i in range(1, n):
+        ax.plot([x1 + i * (x2 - x1) / n] * 2, [y1, y2], color="black", linewidth=0.8, linestyle="--")
+        ax.plot([x1, x2], [y1 + i * (y2 - y1) / n] * 2, color="black", linewidth=0.8, linestyle="--")
+    ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="black", linewidth=2))
+    ax.set(title=f"feature map, stride {s}: one cell = {s}×{s} pixels", xlabel="map column",
+           ylabel="map row")
+    ax.grid(False)
+    axes[1].imshow(pooled, cmap="RdBu_r", vmin=-lim, vmax=lim)
+    axes[1].set(title=f"the box pooled to {n}×{n} cells", xticks=range(n), yticks=range(n))
+    axes[1].grid(False)
+    fig.tight_layout()
+    return fig

@@ -105,3 +105,19 @@ def crops(scenes: SceneSet, boxes: np.ndarray | None = None, size: int = 64) -> 
         out[row] = object_patch(patch, size).transpose(2, 0, 1) if patch.shape[1:] != (size, size) \
             else patch
     return out
+
+
+def roi_example(image_side: int = 128, stride: int = 16, box=(22, 38, 98, 94), output_size: int = 4,
+                seed: int = 0) -> dict:
+    """One box through `box_features`, for notebook 08's RoIAlign figure: a smooth seeded
+    one-channel feature map of an `image_side` scene at `stride` (the map the first stages
+    make), a `box` in image pixels, and its `output_size` × `output_size` pooled cells. Returns
+    {map (h, w), box, stride, pooled (output_size, output_size)}."""
+    side = image_side // stride
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(1, 1, max(2, side // 2), max(2, side // 2), generator=g)
+    fmap = torch.nn.functional.interpolate(coarse, size=(side, side), mode="bilinear",
+                                           align_corners=False)
+    pooled = box_features(fmap, [torch.tensor([box], dtype=torch.float32)], image_side, output_size)
+    return {"map": fmap[0, 0].numpy(), "box": tuple(box), "stride": stride,
+            "pooled": pooled[0, 0].numpy()}

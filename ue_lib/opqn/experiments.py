@@ -86,13 +86,14 @@ def _kl_student(folder, seed: int) -> None:
 
 def ablation(folder, shape: tuple[int, int] | None = None) -> pd.DataFrame:
     """Notebook 06's ablations: OPQN with one setting of `quantize_ablation` changed at a time,
-    on the first experiment, at `shape` (default: the middle code shape), every seed. Rows as
+    on `ablation_experiment` (one below the metric's ceiling), at `shape` (default: the middle
+    code shape), every seed. Rows as
     `experiment` for the OPQN codes only, model "opqn" for the defaults (the main table's
     model, reused) and "opqn codebook=random", … for each change."""
     p = folder.profile
     shapes = p.code_shapes()
     shape = shape or shapes[len(shapes) // 2]
-    domain, protocol = p.quantize_experiment_list()[0]
+    domain, protocol = p.ablation_experiment()
     seeds = p.seed_list("quantize_seeds", offset=folder.seed)
     points = [("opqn", {})] + [(f"opqn {knob.partition('.')[2] or knob}={setting_label(v)}", {knob: v})
                                for knob, values in p.quantize_ablation.items() for v in values[1:]]

@@ -66,3 +66,39 @@ def bits_plot(rows: pd.DataFrame, metrics=("map@all", "recall@1")):
                bbox_to_anchor=(0.5, -0.02), frameon=False)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
+
+
+def pq_schematic(example: dict):
+    """Product quantization of one vector (`ue_lib.opqn.indexes.pq_example`): the vector cut
+    into its M sub-vectors (top), each sub-space's K codewords with the nearest one framed
+    (middle), and the code: M codeword indices of log2 K bits each (bottom)."""
+    books, codes, x = example["codebooks"], example["codes"], example["vector"]
+    m, k, d = books.shape
+    bits_each = example["bits"] // m
+    fig = plt.figure(figsize=(2.2 * m + 1, 5.2))
+    grid = fig.add_gridspec(3, m, height_ratios=[0.5, 3, 0.7], hspace=0.55)
+    lim = float(max(np.abs(books).max(), np.abs(x).max()))
+    top = fig.add_subplot(grid[0, :])
+    top.imshow(x[None, :], cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+    for j in range(1, m):
+        top.axvline(j * d - 0.5, color="black", linewidth=2)
+    top.set(yticks=[], xticks=[(j + 0.5) * d - 0.5 for j in range(m)],
+            xticklabels=[f"sub-vector {j + 1}" for j in range(m)],
+            title=f"one {m * d}-d embedding, cut into M = {m} sub-vectors of {d} dimensions")
+    top.grid(False)
+    for j in range(m):
+        ax = fig.add_subplot(grid[1, j])
+        ax.imshow(books[j], cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+        ax.add_patch(plt.Rectangle((-0.5, codes[j] - 0.5), d, 1, fill=False, edgecolor="black",
+                                   linewidth=2.5))
+        ax.set(title=f"codebook {j + 1}: K = {k}", xticks=[], ylabel="codeword" if j == 0 else "",
+               yticks=[0, codes[j], k - 1])
+        ax.grid(False)
+        code = fig.add_subplot(grid[2, j])
+        code.axis("off")
+        code.text(0.5, 0.5, f"{codes[j]} = {int(codes[j]):0{bits_each}b}", ha="center", va="center",
+                  fontsize=11, family="monospace")
+    fig.suptitle(f"stored code: M log2 K = {m} × {bits_each} = {example['bits']} bits "
+                 f"({example['code_bytes']} bytes) instead of {32 * m * d} bits of floats",
+                 y=0.02, fontsize=10)
+    return fig

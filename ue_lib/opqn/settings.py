@@ -31,6 +31,10 @@ class OPQNSettings(CoreSettings):
                                                "opqn.entropy_weight": [0.1, 0.0],
                                                "opqn.x_branch": [True, False]}, "opqn",
                                       "OPQN settings varied one at a time (first value: the default)")
+    quantize_ablation_on: str = setting("omniglot:unseen", "opqn",
+                                        "the experiment of the ablations (one of quantize_experiments; "
+                                        "when absent, the first): below the metric's ceiling, where a "
+                                        "change can show (ORL seen sits near it)")
 
     LOSS_MODULES = ("ue_lib.opqn.loss",)  # registers the loss "opqn"
 
@@ -63,6 +67,14 @@ class OPQNSettings(CoreSettings):
                                  f"<= the subvector size {self.quantize_dim // m}{fix}")
             shapes.append((m, k))
         return shapes
+
+    def ablation_experiment(self) -> tuple[str, str]:
+        """The (domain, protocol) of notebook 06's ablations: `quantize_ablation_on` when it is
+        one of `quantize_experiments`, else the first of them."""
+        experiments = self.quantize_experiment_list()
+        on = self.quantize_ablation_on.strip()
+        wanted = ("universal", "") if on == "universal" else tuple(on.rpartition(":")[::2])
+        return wanted if wanted in experiments else experiments[0]
 
     def quantize_experiment_list(self) -> list[tuple[str, str]]:
         """`quantize_experiments` as (domain, protocol) pairs; ("universal", "") is the merged

@@ -5,9 +5,22 @@ of its float embedding, memory and search time, and the ablation. Rows: as
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import pandas as pd
 
-from ..verdicts import EPS, Rules, compare, mean_std, num, over_seeds, signed, win_rule
+from ..verdicts import (
+    EPS,
+    Rules,
+    compare,
+    mean_std,
+    num,
+    over_seeds,
+    signed,
+    significant,
+    status,
+    win_rule,
+)
 
 INDEXES = ("float", "pq", "opq", "opqn")
 
@@ -17,16 +30,28 @@ def bits_of(rows: pd.DataFrame) -> pd.Series:
     return rows.method.str.extract(r"(\d+) bits", expand=False).astype(int)
 
 
+def _network_and_index(model: str) -> tuple[str, str]:
+    """("OPQN network", "pq") for "pq"; ("kl student", "pq") for "kl pq": the embedding an index
+    compresses, and the index."""
+    first, _, rest = model.partition(" ")
+    return ("kl student", rest) if first == "kl" and rest else ("OPQN network", model)
+
+
 def index_table(rows: pd.DataFrame, metric: str = "map@all") -> pd.DataFrame:
-    """'mean ± std' over seeds of `metric` per experiment and bit budget (rows) and index
-    (columns: float, pq, opq, opqn, then any other such as the kl student's), from
-    `ue_lib.opqn.experiments.experiment` rows."""
+    """'mean ± std' over seeds of `metric`: one row per experiment, embedding (the OPQN network,
+    or the distilled kl student in the universal index) and bit budget; one column per index
+    (float, pq, opq, opqn, then any other), so a row only lacks the indexes its embedding has
+    none of (the kl student has no OPQN codes), from `ue_lib.opqn.experiments.experiment`
+    rows."""
     r = rows[rows.metric == metric].assign(bits=lambda d: bits_of(d))
-    g = r.groupby(["domain", "bits", "model"], sort=False).value
-    table = g.agg(mean_std).unstack("model").fillna("–")
+    parts = r.model.map(_network_and_index)
+    r = r.assign(embedding=parts.str[0], index=parts.str[1])
+    g = r.groupby(["domain", "embedding", "bits", "index"], sort=False).value
+    table = g.agg(mean_std).unstack("index").fillna("–")
     order = [m for m in INDEXES if m in table.columns] + \
-        [m for m in dict.fromkeys(r.model) if m not in INDEXES]
-    return table.reindex(columns=order).rename_axis(columns=over_seeds(metric, g.count()))
+        [m for m in dict.fromkeys(r["index"]) if m not in INDEXES]
+    table = table.reindex(columns=order).rename_axis(columns=over_seeds(metric, g.count()))
+    return table.rename_axis(index=["experiment", "embedding", "bits"])
 
 
 def index_verdicts(rows: pd.DataFrame, a: str = "opqn", against=("pq", "opq"),
@@ -69,12 +94,34 @@ def index_sentence(verdicts: pd.DataFrame, a: str = "opqn", metric: str = "map@a
     return "\n".join(lines)
 
 
+def student_verdict(rows: pd.DataFrame, metric: str = "recall@1", student: str = "kl opq",
+                    other: str = "opqn", domain: str = "universal", rules: Rules = Rules()) -> str:
+    """The link to the main story, in one Markdown sentence: does the distilled student,
+    compressed after training (`student`), beat OPQN's network trained on every domain
+    (`other`) in the `domain` index at the same bits? Each bit budget is one comparison paired
+    by seed (`compare`); the claim holds when the student wins a majority of the budgets, does
+    not hold when it loses one and wins no majority, else it is not established."""
+    v = index_verdicts(rows[rows.domain == domain], student, [other], metric, rules)
+    if v.empty:
+        return f"No {metric} comparison of {student} and {other} on the {domain} index ran."
+    counts = {k: int((v.outcome == k).sum()) for k in ("win", "tie", "loss", "mixed")}
+    verdict = status(counts["win"] > len(v) / 2, counts["loss"] > 0)
+    budgets = ", ".join(f"{r.bits} bits {num(r[student])} against {num(r.other)} ({r.outcome})"
+                        for _, r in v.iterrows())
+    one = ", on this seed" if int(v.n.max()) == 1 else ""
+    return (f"**Does the distilled student, compressed after training, beat OPQN's universal "
+            f"network?** {student} against {other} on the {domain} index, {metric} per bit budget "
+            f"(mean over seeds): {budgets}. By the rule (a majority of the {len(v)} budgets won; "
+            f"each a {win_rule(rules, int(v.n.max()))}): **{verdict}**{one}.")
+
+
 def bits_needed(rows: pd.DataFrame, index: str, reference: str, metric: str = "recall@1",
                 tolerance: float = 0.01) -> pd.DataFrame:
     """Per experiment: the fewest bits at which `index` stays within `tolerance` of
     `reference` (its float embedding) in `metric` — the mean over seeds of the paired drop
     reference − index at most `tolerance` — or None when no budget that ran does. Columns:
-    domain, index, bits (or None), drop (at those bits, else at the largest budget)."""
+    domain, index, bits (or None), drop (at those bits, else at the largest budget), largest
+    (the largest budget that ran)."""
     r = rows[rows.metric == metric].assign(bits=lambda d: bits_of(d))
     out = []
     for domain, part in r.groupby("domain", sort=False):
@@ -85,24 +132,31 @@ def bits_needed(rows: pd.DataFrame, index: str, reference: str, metric: str = "r
         ok = drop[drop <= tolerance + EPS]
         bits = int(ok.index.min()) if len(ok) else None
         out.append({"domain": domain, "index": index, "bits": bits,
-                    "drop": float(drop.loc[bits] if bits is not None else drop.iloc[-1])})
-    return pd.DataFrame(out, columns=["domain", "index", "bits", "drop"])
+                    "drop": float(drop.loc[bits] if bits is not None else drop.iloc[-1]),
+                    "largest": int(drop.index.max())})
+    return pd.DataFrame(out, columns=["domain", "index", "bits", "drop", "largest"])
 
 
-def bits_sentence(needed: pd.DataFrame, metric: str = "recall@1", tolerance: float = 0.01) -> str:
-    """Markdown from `bits_needed` tables."""
-    if needed.empty:
-        return "No bit budget was compared with its float embedding."
-    lines = []
-    for r in needed.itertuples():
+def bits_table(needed: pd.DataFrame) -> pd.DataFrame:
+    """The headline of notebook 06 from `bits_needed` tables: one row per experiment and
+    embedding (the OPQN network, or the distilled kl student in the universal index), one column
+    per compressed index, each cell the bits it needs to stay within the tolerance of its float
+    embedding ("16 bits"), or "more than 48 (drop 0.052)" when the largest budget that ran (48)
+    does not reach it; "–" only where an embedding has no such index (the kl student has no
+    OPQN codes)."""
+    def cell(r) -> str:
         if r.bits is None or pd.isna(r.bits):
-            lines.append(f"- {r.domain}, {r.index}: no budget that ran stays within {num(tolerance)} "
-                         f"of float {metric} (at the largest, the mean drop is {num(r.drop)}).")
-        else:
-            lines.append(f"- {r.domain}, {r.index}: {int(r.bits)} bits ({int(r.bits) // 8} bytes) stay "
-                         f"within {num(tolerance)} of float {metric} (mean drop {signed(-r.drop)}).")
-    return "\n".join(lines + [f"- Rule: the mean over seeds of the paired drop float − compressed is "
-                              f"at most {num(tolerance)}."])
+            return f"more than {int(r.largest)} (drop {num(r.drop)})"
+        return f"{int(r.bits)} bits"
+
+    parts = needed["index"].map(_network_and_index)
+    shown = needed.assign(cell=[cell(r) for r in needed.itertuples()], embedding=parts.str[0],
+                          compressed=parts.str[1])
+    table = shown.pivot(index=["domain", "embedding"], columns="compressed", values="cell")
+    rows = list(dict.fromkeys(zip(shown.domain, shown.embedding)))
+    table = table.reindex(index=pd.MultiIndex.from_tuples(rows),
+                          columns=list(dict.fromkeys(shown.compressed))).fillna("–")
+    return table.rename_axis(index=["experiment", "embedding"], columns="bits needed")
 
 
 def bits_budgets(rows: pd.DataFrame, metric: str = "recall@1", tolerance: float = 0.01
@@ -116,15 +170,25 @@ def bits_budgets(rows: pd.DataFrame, metric: str = "recall@1", tolerance: float 
 
 
 def index_costs(rows: pd.DataFrame) -> pd.DataFrame:
-    """Bytes per item and mean search microseconds per query of every index at the bits it
-    stores (a float index: 32 per dimension), from `ue_lib.opqn.experiments.experiment` rows
-    (averaged over experiments and seeds)."""
+    """Bytes per item of every index at the bits it stores (a float index: 32 per dimension),
+    from `ue_lib.opqn.experiments.experiment` rows (averaged over experiments and seeds).
+    Search time is not here: on these small databases it is call overhead
+    (`benchmark_table` measures it)."""
     key = ["model", "domain", "method", "seed"]
-    wide = rows[rows.metric.isin(["bits", "bytes", "search_us"])].pivot_table(
+    wide = rows[rows.metric.isin(["bits", "bytes"])].pivot_table(
         index=key, columns="metric", values="value").reset_index()
-    table = wide.groupby(["model", "bits"], sort=False)[["bytes", "search_us"]].mean()
+    table = wide.groupby(["model", "bits"], sort=False)[["bytes"]].mean()
     table.index = table.index.set_levels(table.index.levels[1].astype(int), level=1)
-    return table.rename(columns={"bytes": "bytes per item", "search_us": "µs per query"})
+    return table.rename(columns={"bytes": "bytes per item"})
+
+
+def benchmark_table(bench: Sequence[Mapping]) -> pd.DataFrame:
+    """`ue_lib.opqn.indexes.search_benchmark`'s rows for display: per index its bits, bytes per
+    item, memory and milliseconds per query, measured values to 2 significant digits."""
+    table = pd.DataFrame(list(bench)).set_index("index")
+    return pd.DataFrame({"bits": table.bits.astype(int), "bytes per item": table.bytes.astype(int),
+                         "memory (MB)": table.memory_mb.map(significant),
+                         "ms per query (median)": table.ms_per_query.map(significant)})
 
 
 def ablation_table(rows: pd.DataFrame, metric: str = "map@all", rules: Rules = Rules(),
@@ -155,3 +219,25 @@ def ablation_sentence(table: pd.DataFrame, metric: str = "map@all", rules: Rules
              for setting, r in changed.iterrows()]
     return (f"In {metric}: " + "; ".join(parts) + f". Rule: a change beats the defaults with a "
             f"{win_rule(rules, int(changed.n.max()))}.")
+
+
+def answer(rows: pd.DataFrame, against=("pq", "opq"), metric: str = "map@all",
+           domain: str = "universal", rules: Rules = Rules()) -> str:
+    """Notebook 06's question in one plain answer (Markdown): how many bits the `domain` index
+    needs (`bits_needed` of each of its compressed indexes, Recall@1), and whether OPQN beats
+    post-hoc quantization (`index_verdicts` against each of `against` over every experiment
+    and bit budget: it holds when OPQN wins a majority of those settings, does not hold when it
+    loses one and wins no majority, else is not established)."""
+    needed = bits_budgets(rows[rows.domain == domain])
+    bits = "; ".join(f"{r.index}: {int(r.bits)} bits" if r.bits is not None and not pd.isna(r.bits)
+                     else f"{r.index}: more than {int(r.largest)} (drop {num(r.drop)} there)"
+                     for r in needed.itertuples()) or "no compressed index of it ran"
+    v = index_verdicts(rows, "opqn", against, metric, rules)
+    counts = {k: int((v.outcome == k).sum()) for k in ("win", "tie", "loss", "mixed")}
+    verdict = status(counts["win"] > len(v) / 2, counts["loss"] > 0) if len(v) else "not compared"
+    return (f"**How many bits does the {domain} index need** to stay within 0.01 of its float "
+            f"Recall@1? {bits}. **Does OPQN beat post-hoc quantization?** Against "
+            f"{' and '.join(against)} in {metric}, over {len(v)} (experiment, bits, baseline) "
+            f"settings: {counts['win']} wins, {counts['tie']} ties, {counts['loss']} losses"
+            + (f", {counts['mixed']} mixed" if counts["mixed"] else "")
+            + f": **{verdict}** (a majority of wins is needed).")
