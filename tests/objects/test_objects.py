@@ -325,7 +325,7 @@ def test_findings_say_when_a_finding_does_not_hold():
     flip = (rows.method == "detector_features") & (rows.model == "objects")
     rows.loc[flip, "value"] += 0.5  # the detector's features now retrieve best
     findings = objects_verdicts.object_findings(rows, ["recall@1", "map@r"], ["recall@1"])
-    assert findings.verdict.iloc[0] == "does not hold ((vi) detector's features favoured)"
+    assert findings.verdict.iloc[0] == "does not hold: (vi) detector's features favoured"
 
 
 def test_trunk_against_head_separates_the_shift_from_the_heads_quality():
@@ -357,16 +357,19 @@ def test_the_answer_of_notebook_08_in_both_directions():
 
     rows = _rows()
     findings = objects_verdicts.object_findings(rows, ["recall@1", "map@r"], ["recall@1"])
-    text = objects_verdicts.answer(findings)
-    assert text.startswith("**Does a detected box beat the whole scene?** **Yes** (finding 2: holds).")
-    assert "**Does the guided student (kl guide) match its teacher?** **Yes** (finding 3: holds)." in text
+    text = objects_verdicts.answer(findings, objects_verdicts.pipeline_costs(rows))
+    assert text.startswith("**Does a detected box beat the whole scene?** **Yes** (finding 2 holds).")
+    # the teacher's 25 ms against the student's 13 ms per scene
+    assert ("**Does the guided student (kl guide) match its teacher?** **Yes** (finding 3 holds, at "
+            "1.9× the teacher's speed).") in text
+    assert text.endswith("The other findings: 1: holds; 2': holds; 4: not shown (neither favoured).")
     worse = rows.copy()
     worse.loc[(worse.method == "student_kl") & (worse.model == "objects"), "value"] -= 0.1
     worse.loc[(worse.method == "roi_detected") & (worse.model == "objects"), "value"] -= 0.3
     text = objects_verdicts.answer(objects_verdicts.object_findings(worse, ["recall@1", "map@r"],
                                                                     ["recall@1"]))
-    assert "**No** (finding 2: does not hold ((i) whole scene favoured))." in text
-    assert "match its teacher?** **No** (finding 3: does not hold ((iv) teacher on crops favoured))" in text
+    assert "**No** (finding 2 does not hold: (i) whole scene favoured)." in text
+    assert "match its teacher?** **No** (finding 3 does not hold: (iv) teacher on crops favoured)" in text
     assert "did not run" in objects_verdicts.answer(findings.iloc[:0])
 
 
@@ -541,5 +544,5 @@ def test_detector_table():
                              ("cost", "ms_per_image", 5.0))])
     table = objects_verdicts.detector_table(rows)
     assert list(table.columns) == ["recall@iou0.5", "train_seconds"]
-    assert table.iloc[0].tolist() == ["0.850 ± 0.071", "21.000 ± 1.414"]
+    assert table.iloc[0].tolist() == ["0.850 ± 0.071", "21 ± 1.4"]  # seconds: 2 significant digits
     assert table.index[0] == "mean ± std over 2 seeds"

@@ -450,13 +450,18 @@ def test_the_answer_of_notebook_06_in_both_directions():
     behind = pd.concat([_rows({**base, ("opqn", 16): [0.20, 0.21, 0.22], ("opqn", 32): [0.45, 0.46, 0.47]},
                               m, domain="universal") for m in ("recall@1", "map@all")])
     text = opqn_verdicts.answer(behind, ["pq"])
-    assert ("opqn: more than 32 (drop 0.050 there); pq: more than 32 (drop 0.100 there)") in text
-    assert text.endswith("settings: 1 wins, 0 ties, 1 losses: **does not hold** (a majority of wins "
-                         "is needed).")
+    assert ("No budget tried (up to 32 bits, 4 bytes) stays within 0.01 of float Recall@1; the "
+            "best at 32 bits is opqn, 0.460 against its float 0.510.") in text
+    assert ("map@all: over 2 (experiment, bits, baseline) settings, **does not hold** (against "
+            "pq: 1 wins, 1 losses of 2)") in text and "depends on the metric" not in text
     ahead = pd.concat([_rows({**base, ("opqn", 16): [0.495, 0.52, 0.505], ("opqn", 32): [0.5, 0.52, 0.51]},
                              m, domain="universal") for m in ("recall@1", "map@all")])
     text = opqn_verdicts.answer(ahead, ["pq"])
-    assert "opqn: 16 bits" in text and "2 wins, 0 ties, 0 losses: **holds**" in text
+    assert "Within 0.01 of float Recall@1: opqn from 16 bits (the others need more than 32)." in text
+    assert "**holds** (against pq: 2 wins, 0 losses of 2)" in text
+    # the metrics disagree: OPQN ahead in Recall@1, behind in mAP@all
+    mixed = pd.concat([ahead[ahead.metric == "recall@1"], behind[behind.metric == "map@all"]])
+    assert opqn_verdicts.answer(mixed, ["pq"]).endswith("The verdict depends on the metric.")
 
 
 def test_the_ablations_run_below_the_ceiling_by_default():
@@ -467,3 +472,13 @@ def test_the_ablations_run_below_the_ceiling_by_default():
                         ).ablation_experiment() == ("universal", "")
     # an experiment the profile does not run: the first one it does
     assert load_profile("paper").ablation_experiment() == ("cub", "unseen")
+
+
+def test_the_shapes_line_names_each_embedding_and_its_codes():
+    from ue_lib.opqn.verdicts import shapes_line
+    from ue_lib.profiles import load_profile
+
+    assert shapes_line(load_profile("mini")) == (
+        "OPQN networks: 192-d floats (768 bytes), codes 4×16, 6×16, 8×16, 12×16 at 16, 24, 32, 48 "
+        "bits. The kl student: 64-d (256 bytes), faiss codes 2×256, 4×64, 4×256, 8×64 at the same "
+        "bits (at most 8 bits per sub-space).")

@@ -45,8 +45,9 @@ def detector_table(rows: pd.DataFrame) -> pd.DataFrame:
     `TIME_DIGITS` significant digits), mean ± std over seeds."""
     r = rows[(rows.model == "detector") | ((rows.model == "cost") &
                                            (rows.metric == "train_seconds"))]
-    table = r.groupby("metric", sort=False).value.agg(
-        lambda v: mean_std(v, TIME_DIGITS if v.name == "train_seconds" else None)).to_frame().T
+    values = {m: mean_std(g.value, TIME_DIGITS if m == "train_seconds" else None)
+              for m, g in r.groupby("metric", sort=False)}
+    table = pd.Series(values, name="value").rename_axis("metric").to_frame().T
     return table.rename(index={"value": f"mean ± std over {r.seed.nunique()} seeds"})
 
 
@@ -117,7 +118,7 @@ def object_findings(rows: pd.DataFrame, metrics: Sequence[str], spliced_metrics:
         choice, measured = _favour_line(table, a, b, ms, rules)
         expected = {condition_name(e) for e in ([expected] if isinstance(expected, str) else expected)}
         verdict = ("holds" if choice in expected else "not shown (neither favoured)"
-                   if choice == "neither" else f"does not hold ({choice} favoured)")
+                   if choice == "neither" else f"does not hold: {choice} favoured")
         out.append({"finding": finding, "compared": measured, "favoured": choice,
                     "verdict": verdict, "seeds": int(table.seed.nunique())})
 
@@ -213,21 +214,31 @@ def trunk_vs_head(rows: pd.DataFrame, metric: str = "recall@1", rules: Rules = R
             f"{signed(objects.mean())} ({oo}){one}. So {why}.")
 
 
-def answer(findings: pd.DataFrame) -> str:
+def answer(findings: pd.DataFrame, costs: pd.DataFrame | None = None) -> str:
     """Notebook 08's question in one plain answer (Markdown), from `object_findings`: does a
     detector's box (hard attention) give a better object embedding than the whole scene
-    (finding 2), and does a guided student match its teacher (finding 3, per guide)?"""
-    def verdict(prefix: str) -> list[tuple[str, str]]:
-        return [(f, r.verdict) for f, r in findings.iterrows() if str(f).startswith(prefix)]
+    (finding 2), does a guided student match its teacher (finding 3, per guide; with `costs`
+    of `pipeline_costs`, at what speed), then the other findings' verdicts in a line."""
+    def said(verdict: str) -> str:
+        return "**Yes**" if verdict == "holds" else "**No**"
 
-    attention = verdict("2. ")
-    students = verdict("3. ")
-    if not attention and not students:
+    if findings.empty:
         return "The scene experiment did not run, so its question has no answer in this run."
-    parts = [f"**Does a detected box beat the whole scene?** {'**Yes**' if v == 'holds' else '**No**'}"
-             f" (finding 2: {v})." for _, v in attention]
-    for f, v in students:
-        guide = f[f.index("(") + 1:f.index(")")]
-        parts.append(f"**Does the guided student ({guide}) match its teacher?** "
-                     f"{'**Yes**' if v == 'holds' else '**No**'} (finding 3: {v}).")
-    return " ".join(parts)
+    parts = []
+    for f, r in findings.iterrows():
+        if str(f).startswith("2. "):
+            parts.append(f"**Does a detected box beat the whole scene?** {said(r.verdict)} "
+                         f"(finding 2 {r.verdict}).")
+        elif str(f).startswith("3. "):
+            guide = f[f.index("(") + 1:f.index(")")]
+            speed = ""
+            if costs is not None and "teacher_crop" in set(costs.method):
+                name = f"(v) student, {guide}"
+                teacher = costs[costs.method == "teacher_crop"].total_mean.iloc[0]
+                if name in costs.index:
+                    speed = f", at {teacher / costs.loc[name, 'total_mean']:.1f}× the teacher's speed"
+            parts.append(f"**Does the guided student ({guide}) match its teacher?** "
+                         f"{said(r.verdict)} (finding 3 {r.verdict}{speed}).")
+    others = "; ".join(f"{str(f).split('.')[0]}: {r.verdict}" for f, r in findings.iterrows()
+                       if not str(f).startswith(("2. ", "3. ")))
+    return " ".join(parts) + (f" The other findings: {others}." if others else "")

@@ -5,6 +5,7 @@ of its float embedding, memory and search time, and the ablation. Rows: as
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import pandas as pd
@@ -21,6 +22,7 @@ from ..verdicts import (
     status,
     win_rule,
 )
+from .indexes import pq_shape
 
 INDEXES = ("float", "pq", "opq", "opqn")
 
@@ -90,7 +92,8 @@ def index_sentence(verdicts: pd.DataFrame, a: str = "opqn", metric: str = "map@a
                      f"{counts.get('loss', 0)} loss(es), {counts.get('tie', 0)} tie(s), "
                      f"{counts.get('mixed', 0)} mixed of {len(part)} settings"
                      + (f". {where}." if where else "."))
-    lines.append(f"- Rule: a win is a {win_rule(rules, n)}; a loss the same the other way.")
+    lines.append(f"- Rule: a win is a {win_rule(rules, n)}; a loss the same the other way; "
+                 f"anything else is mixed.")
     return "\n".join(lines)
 
 
@@ -221,23 +224,63 @@ def ablation_sentence(table: pd.DataFrame, metric: str = "map@all", rules: Rules
             f"{win_rule(rules, int(changed.n.max()))}.")
 
 
-def answer(rows: pd.DataFrame, against=("pq", "opq"), metric: str = "map@all",
+def _bits_answer(rows: pd.DataFrame, domain: str) -> str:
+    """How many bits the `domain` index needs, in words (`bits_budgets`, Recall@1), with the best
+    compressed index at the largest budget when none suffices."""
+    needed = bits_budgets(rows[rows.domain == domain])
+    if needed.empty:
+        return f"No compressed index of the {domain} index ran"
+    reached = needed[needed.bits.notna()]
+    if len(reached):
+        rest = len(reached) < len(needed)
+        return ("Within 0.01 of float Recall@1: " + ", ".join(
+            f"{r.index} from {int(r.bits)} bits" for r in reached.itertuples())
+            + (f" (the others need more than {int(needed.largest.max())})" if rest else ""))
+    largest = int(needed.largest.max())
+    r = rows[(rows.domain == domain) & (rows.metric == "recall@1")].assign(bits=lambda d: bits_of(d))
+    means = r[r.bits == largest].groupby("model").value.mean()
+    compressed = means[[m for m in means.index if _network_and_index(m)[1] != "float"]]
+    best = compressed.idxmax()
+    reference = "kl float" if best.startswith("kl ") else "float"
+    return (f"No budget tried (up to {largest} bits, {largest // 8} bytes) stays within 0.01 of "
+            f"float Recall@1; the best at {largest} bits is {best}, {num(compressed[best])} against "
+            f"its float {num(means[reference])}")
+
+
+def answer(rows: pd.DataFrame, against=("pq", "opq"), metrics=("map@all", "recall@1"),
            domain: str = "universal", rules: Rules = Rules()) -> str:
     """Notebook 06's question in one plain answer (Markdown): how many bits the `domain` index
-    needs (`bits_needed` of each of its compressed indexes, Recall@1), and whether OPQN beats
-    post-hoc quantization (`index_verdicts` against each of `against` over every experiment
-    and bit budget: it holds when OPQN wins a majority of those settings, does not hold when it
-    loses one and wins no majority, else is not established)."""
-    needed = bits_budgets(rows[rows.domain == domain])
-    bits = "; ".join(f"{r.index}: {int(r.bits)} bits" if r.bits is not None and not pd.isna(r.bits)
-                     else f"{r.index}: more than {int(r.largest)} (drop {num(r.drop)} there)"
-                     for r in needed.itertuples()) or "no compressed index of it ran"
-    v = index_verdicts(rows, "opqn", against, metric, rules)
-    counts = {k: int((v.outcome == k).sum()) for k in ("win", "tie", "loss", "mixed")}
-    verdict = status(counts["win"] > len(v) / 2, counts["loss"] > 0) if len(v) else "not compared"
-    return (f"**How many bits does the {domain} index need** to stay within 0.01 of its float "
-            f"Recall@1? {bits}. **Does OPQN beat post-hoc quantization?** Against "
-            f"{' and '.join(against)} in {metric}, over {len(v)} (experiment, bits, baseline) "
-            f"settings: {counts['win']} wins, {counts['tie']} ties, {counts['loss']} losses"
-            + (f", {counts['mixed']} mixed" if counts["mixed"] else "")
-            + f": **{verdict}** (a majority of wins is needed).")
+    needs (`_bits_answer`), and, per metric, whether OPQN beats post-hoc quantization
+    (`index_verdicts` against each of `against` over every experiment and bit budget: it holds
+    when OPQN wins a majority of those settings, does not hold when it loses one and wins no
+    majority, else is not established); it says so when the metrics disagree."""
+    said = []
+    for metric in metrics:
+        v = index_verdicts(rows, "opqn", against, metric, rules)
+        counts = {k: int((v.outcome == k).sum()) for k in ("win", "tie", "loss", "mixed")}
+        verdict = status(counts["win"] > len(v) / 2, counts["loss"] > 0) if len(v) else "not compared"
+        each = "; ".join(f"against {b}: {int((part.outcome == 'win').sum())} wins, "
+                         f"{int((part.outcome == 'loss').sum())} losses of {len(part)}"
+                         for b, part in v.groupby("against", sort=False))
+        said.append((metric, verdict, f"{metric}: over {len(v)} (experiment, bits, baseline) "
+                                      f"settings, **{verdict}** ({each})"))
+    split = len({v for _, v, _ in said}) > 1
+    return (f"**How many bits does the {domain} index need?** {_bits_answer(rows, domain)}. "
+            f"**Does OPQN beat post-hoc quantization** (a "
+            f"majority of wins needed)? " + "; ".join(text for _, _, text in said) + "."
+            + (" The verdict depends on the metric." if split else ""))
+
+
+def shapes_line(profile) -> str:
+    """Notebook 06's embeddings and code shapes in one Markdown line: the OPQN networks' size and
+    codes (`quantize_dim`, `code_shapes`), and the distilled student's (`embedding_dim`) faiss
+    codes at the same bits (`ue_lib.opqn.indexes.pq_shape`: its shape changes with the budget,
+    so its curve need not fall steadily with fewer bits)."""
+    shapes = profile.code_shapes()
+    bits = [m * int(math.log2(k)) for m, k in shapes]
+    student = [pq_shape(profile.embedding_dim, b) for b in bits]
+    return (f"OPQN networks: {profile.quantize_dim}-d floats ({4 * profile.quantize_dim} bytes), "
+            f"codes {', '.join(f'{m}×{k}' for m, k in shapes)} at {', '.join(map(str, bits))} bits. "
+            f"The kl student: {profile.embedding_dim}-d ({4 * profile.embedding_dim} bytes), faiss "
+            f"codes {', '.join(f'{m}×{k}' for m, k in student)} at the same bits (at most 8 bits "
+            f"per sub-space).")
