@@ -355,7 +355,9 @@ def test_ablation_table_compares_each_change_with_the_defaults():
                   ("opqn entropy_weight=0", 32): [0.505, 0.52, 0.545]}, "map@all")
     table = opqn_verdicts.ablation_table(rows, "map@all")
     assert table.outcome.tolist()[1:] == ["loss", "tie"]
-    assert table.loc["opqn codebook=random", "diff"] == pytest.approx(-0.0967, abs=1e-4)
+    assert table.loc["opqn codebook=random", "diff"] == -0.097  # -0.0967, to 3 decimals
+    tiny = _rows({("opqn", 32): [0.50, 0.52, 0.54], ("opqn x", 32): [0.50, 0.52, 0.53996]}, "map@all")
+    assert opqn_verdicts.ablation_table(tiny, "map@all").loc["opqn x", "diff"] == 0.0  # never -0.000
     assert "opqn codebook=random loses to the defaults (-0.097)" in opqn_verdicts.ablation_sentence(table)
 
 

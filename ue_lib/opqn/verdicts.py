@@ -17,6 +17,7 @@ from ..verdicts import (
     mean_std,
     num,
     over_seeds,
+    rounded,
     signed,
     significant,
     status,
@@ -206,7 +207,8 @@ def ablation_table(rows: pd.DataFrame, metric: str = "map@all", rules: Rules = R
         row = {"setting": model, metric: mean_std(values)}
         if model != reference:
             c = compare(rows, model, reference, metric, [domain], rules).iloc[0]
-            row.update(diff=c["diff"], n=c["n"], outcome=c["outcome"])
+            # shown to 3 decimals like every metric (a raw -0.000015 would read as a number)
+            row.update(diff=rounded(c["diff"], 3), n=c["n"], outcome=c["outcome"])
         out.append(row)
     return pd.DataFrame(out, columns=["setting", metric, "diff", "n", "outcome"]).set_index("setting")
 
