@@ -16,6 +16,7 @@ from ..verdicts import (
     compare,
     mean_std,
     num,
+    outcome_counts,
     over_seeds,
     rounded,
     signed,
@@ -108,7 +109,7 @@ def student_verdict(rows: pd.DataFrame, metric: str = "recall@1", student: str =
     v = index_verdicts(rows[rows.domain == domain], student, [other], metric, rules)
     if v.empty:
         return f"No {metric} comparison of {student} and {other} on the {domain} index ran."
-    counts = {k: int((v.outcome == k).sum()) for k in ("win", "tie", "loss", "mixed")}
+    counts = outcome_counts(v)
     verdict = status(counts["win"] > len(v) / 2, counts["loss"] > 0)
     budgets = ", ".join(f"{r.bits} bits {num(r[student])} against {num(r.other)} ({r.outcome})"
                         for _, r in v.iterrows())
@@ -259,7 +260,7 @@ def answer(rows: pd.DataFrame, against=("pq", "opq"), metrics=("map@all", "recal
     said = []
     for metric in metrics:
         v = index_verdicts(rows, "opqn", against, metric, rules)
-        counts = {k: int((v.outcome == k).sum()) for k in ("win", "tie", "loss", "mixed")}
+        counts = outcome_counts(v)
         verdict = status(counts["win"] > len(v) / 2, counts["loss"] > 0) if len(v) else "not compared"
         each = "; ".join(f"against {b}: {int((part.outcome == 'win').sum())} wins, "
                          f"{int((part.outcome == 'loss').sum())} losses of {len(part)}"
