@@ -136,6 +136,15 @@ def signed(x: float, digits: int = 3) -> str:
     return "n/a" if r is None else f"{r:+.{digits}f}"
 
 
+def signed_gain(x: float, threshold: float, digits: int = 3) -> str:
+    """`signed`, with one more decimal when `digits` would print the `threshold` a verdict
+    compares `x` with ('+0.0104 (win)' over a 0.01 threshold, not '+0.010 (win)')."""
+    r = rounded(x, digits)
+    if r is not None and abs(abs(r) - threshold) < EPS:
+        return signed(x, digits + 1)
+    return signed(x, digits)
+
+
 def pct(p: float) -> str:
     return f"{p * 100:.1f}".rstrip("0").rstrip(".") + "%"
 
@@ -343,7 +352,7 @@ def beats(cmp: pd.DataFrame) -> bool:
 
 
 def wins_sentence(cmp: pd.DataFrame, a: str, b: str, metric: str = "recall@1",
-                  flags: Mapping[str, str] | None = None) -> str:
+                  flags: Mapping[str, str] | None = None, rules: Rules = Rules()) -> str:
     """'distill:kl beat naive on 2 of 3 domains in recall@1 (mean paired difference over 3 seeds:
     A +0.041 ± 0.010 (win), B +0.004 ± 0.002 (tie), C -0.030 ± 0.020 (loss))', or 'distill:kl
     collapsed (best epoch 2 of 30): not compared with naive' when a or b is in `flags`."""
@@ -352,7 +361,7 @@ def wins_sentence(cmp: pd.DataFrame, a: str, b: str, metric: str = "recall@1",
     if cmp.empty:
         return f"{a} and {b} have no paired {metric} results"
     parts = ", ".join(
-        f"{d} {signed(r['diff'])}" + (f" ± {num(r['std'])}" if r["n"] > 1 else "")
+        f"{d} {signed_gain(r['diff'], rules.min_gain)}" + (f" ± {num(r['std'])}" if r["n"] > 1 else "")
         + f" ({'mixed across seeds' if r['outcome'] == 'mixed' else r['outcome']})"
         for d, r in cmp.iterrows())
     return (f"{a} beat {b} on {int(cmp.win.sum())} of {len(cmp)} domains in {metric} "
@@ -491,7 +500,7 @@ def verdicts_sentence(verdicts: pd.DataFrame, baseline: str, rules: Rules = Rule
         bits = []
         for metric, m in part.groupby("metric", sort=False):
             c = m.outcome.value_counts()
-            decided = ", ".join(f"{r.domain} {signed(r['diff'])} ({r.outcome})"
+            decided = ", ".join(f"{r.domain} {signed_gain(r['diff'], rules.min_gain)} ({r.outcome})"
                                 for _, r in m[m.outcome.isin(["win", "loss", "mixed"])].iterrows())
             bits.append(f"{metric}: {c.get('win', 0)} win(s), {c.get('loss', 0)} loss(es), "
                         f"{c.get('tie', 0)} tie(s) of {len(m)} domains"

@@ -21,6 +21,12 @@ def test_numbers_have_fixed_decimals_and_no_negative_zero(x, plain, signed):
     assert verdicts.signed(x) == signed
 
 
+@pytest.mark.parametrize("x, text", [(0.0104, "+0.0104"), (-0.0096, "-0.0096"), (0.0125, "+0.013"),
+                                     (0.0094, "+0.009"), (0.01, "+0.0100")])
+def test_a_gain_next_to_its_threshold_gets_one_more_decimal(x, text):
+    assert verdicts.signed_gain(x, 0.01) == text  # "+0.010 (win)" would read as no gain over 0.01
+
+
 def test_mean_std_uses_the_sample_std_and_no_plus_minus_for_one_value():
     assert verdicts.mean_std([0.5, 0.6]) == "0.550 ± 0.071"  # ddof=1: 0.0707; ddof=0 would be 0.050
     assert verdicts.mean_std([0.5]) == "0.500"

@@ -170,6 +170,97 @@ def test_guided_student_fingerprint_follows_the_targets(domains):
     assert a == GuidedStudent(p, "kl", {"a": t.copy()}, {"stage": 6}).config()
     assert a != GuidedStudent(p, "kl", {"a": t * 2}, {"stage": 6}).config()
     assert a != GuidedStudent(p, "kl", {"a": t}, {"stage": 5}).config()
+    assert "measures" not in a  # the unmeasured students keep the key they were trained under
+
+
+def test_a_measured_student_starts_from_its_init_and_says_so_in_its_key(domains):
+    import dataclasses
+
+    from ue_lib import distributed
+    from ue_lib.config import ModelSettings
+    from ue_lib.models import build_model
+    from ue_lib.training.loop import _Trainer
+    from ue_lib.training.store import TrainJob
+
+    p = load_profile("smoke")
+    init = build_model(ModelSettings.part_of(p), seed=7)
+    width = init.head[0].in_features  # a head on cached trunk features: give the items some
+    rng = np.random.default_rng(0)
+    d = {"a": dataclasses.replace(domains["a"], **{
+        k: dataclasses.replace(v, features=rng.normal(size=(len(v), width, 1, 1)).astype(np.float32))
+        for k, v in domains["a"].splits.items()})}
+    t = {"a": np.ones((len(domains["a"].train), p.embedding_dim), np.float32)}
+    measured = GuidedStudent(p, "kl", t, {"stage": 6}, ("init",), init)
+    assert measured.folder == "guided-kl+init"
+    config = measured.config()
+    assert config["measures"] == ["init"] and config["init"] != GuidedStudent(
+        p, "kl", t, {"stage": 6}, ("init",), build_model(ModelSettings.part_of(p), seed=8)).config()["init"]
+    trainer = _Trainer(TrainJob(d, measured, seed=0), distributed.DistContext())
+    for name, value in init.state_dict().items():  # the network starts as the given one ...
+        assert torch.equal(trainer.model.state_dict()[name], value)
+    plain = _Trainer(TrainJob(d, GuidedStudent(p, "kl", t, {"stage": 6}), seed=0), distributed.DistContext())
+    assert not all(torch.equal(plain.model.state_dict()[n], v)  # ... and an unmeasured one does not
+                   for n, v in init.state_dict().items())
+    with pytest.raises(ValueError, match="exactly when 'init' is measured"):
+        GuidedStudent(p, "kl", t, {"stage": 6}, ("clean",), init)
+    assert GuidedStudent(p, "kl", t, {"stage": 6}, ("clean", "init"), init).folder == "guided-kl+clean+init"
+
+
+def test_student_measures_are_parsed_named_and_checked():
+    from ue_lib.objects.settings import condition_name, is_measured, student_measures
+
+    assert student_measures("kl+clean, kl+clean+init", ["kl"]) == [("kl", ("clean",)),
+                                                                  ("kl", ("clean", "init"))]
+    assert student_measures("", ["kl"]) == []
+    for bad in ("mse+clean", "kl", "kl+more"):
+        with pytest.raises(ValueError, match="objects_student_measures"):
+            student_measures(bad, ["kl", "embedding_mse"])
+    assert load_profile("smoke").student_measures() == [("kl", ("clean",)), ("kl", ("init",))]
+    with pytest.raises(ValueError, match="'embedding_mse\\+init' must be a guide"):
+        load_profile("smoke", overrides={"objects_guides": "kl",
+                                         "objects_student_measures": "embedding_mse+init"})
+    assert condition_name("student_kl+clean") == "(v) student, kl guide, + clean items"
+    assert condition_name("student_kl+clean+init") == \
+        "(v) student, kl guide, + clean items, from the universal head"
+    assert is_measured("student_kl+init") and not is_measured("student_kl")
+    assert not is_measured("teacher_crop")
+
+
+def test_clean_items_join_the_students_training_objects_with_their_targets(monkeypatch):
+    import dataclasses
+    from types import SimpleNamespace
+
+    from ue_lib.objects import experiments
+
+    source = rgb_domain("a", seed=3)  # 16 training items of 20 px
+    m = len(source.train)
+    source = dataclasses.replace(source, train=dataclasses.replace(
+        source.train, features=np.arange(m * 5, dtype=np.float32).reshape(m, 5, 1, 1)))
+    scenes = make_scenes({"a": source}, scenes_per_split={"train": 4, "val": 2, "test": 2}, seed=0,
+                         canvas=64, scale=(16, 32))
+    n = {k: len(v.domain) for k, v in scenes.items()}
+    roi = {k: torch.full((n[k], 5), -1.0) for k in scenes}
+    crop = {k: np.zeros((n[k], 3, 64, 64), np.uint8) for k in scenes}
+    teacher = {"train": np.full((n["train"], 2), 9.0, np.float32)}
+    run = SimpleNamespace(names=["a"], source={"a": source}, scenes=scenes, roi=roi, crop=crop,
+                          teacher=teacher, folder=None, seed=0)
+
+    class Double(torch.nn.Module):  # the "specialist": its embedding is the features' first two, doubled
+        def forward(self, x):
+            return 2 * x.flatten(1)[:, :2]
+
+    monkeypatch.setattr(experiments.universal, "specialist",
+                        lambda folder, name, seed: SimpleNamespace(model=Double()))
+    plain, clean = experiments._object_domain(run, 0), experiments._object_domain(run, 0, clean=True)
+    assert len(clean.train) == len(plain.train) + m and len(clean.val) == len(plain.val)
+    assert np.array_equal(clean.train.labels[-m:], source.train.labels)
+    assert np.array_equal(clean.train.features[-m:], source.train.features)
+    assert clean.train.images.shape[1:] == (3, 64, 64)
+    targets = experiments._targets(run, 0, clean=True)
+    assert len(targets) == len(clean.train)
+    assert np.all(targets[:n["train"]] == 9.0)  # the scene objects' teacher embeddings first ...
+    assert np.allclose(targets[n["train"]:], 2 * source.train.features[:, :2, 0, 0])  # ... then the items'
+    assert np.array_equal(experiments._targets(run, 0), teacher["train"])
 
 
 # ----------------------------------------------------------------------------- retrieval
@@ -318,6 +409,20 @@ def test_object_report_functions_by_hand():
     assert "1.9× faster than the teacher" in sentence and "recall@1 0.511 against 0.510" in sentence
 
 
+def test_floor_note_names_the_domains_no_condition_lifts_off_zero():
+    from ue_lib.objects import verdicts as objects_verdicts
+
+    rows = _rows()  # domain a: 0.15 to 0.41, b: 0.35 to 0.61 (+0.01 per seed)
+    assert objects_verdicts.floor_note(rows) == ""
+    low = rows.assign(value=np.where(rows.domain == "a", rows.value / 10, rows.value))
+    # a's best: the teacher (and the kl student, 0.001 per seed higher): (0.4 + 0.01 × seed) / 10
+    assert objects_verdicts.floor_note(low) == (
+        "**At the floor:** no condition reaches recall@1 0.100 on a (best: (v) student, kl guide, "
+        "0.041). There every condition is near zero, so the comparisons come out as ties and the "
+        "findings' win counts are decided by the other 1 domain.")
+    assert objects_verdicts.floor_note(rows, "clean") == ""
+
+
 def test_findings_say_when_a_finding_does_not_hold():
     from ue_lib.objects import verdicts as objects_verdicts
 
@@ -371,6 +476,57 @@ def test_the_answer_of_notebook_08_in_both_directions():
     assert "**No** (finding 2 does not hold: (i) whole scene favoured)." in text
     assert "match its teacher?** **No** (finding 3 does not hold: (iv) teacher on crops favoured)" in text
     assert "did not run" in objects_verdicts.answer(findings.iloc[:0])
+
+
+def _measured_rows(clean_gain: float, object_gain: float) -> pd.DataFrame:
+    """Teacher, the kl student and two measured kl students on two domains over three seeds:
+    the measured students differ from the kl student by `object_gain` on scene objects and
+    by `clean_gain` on clean items (plus 0.001 × seed, so that their gaps vary)."""
+    out = []
+    for seed in (0, 1, 2):
+        for task, base, gain in (("objects", 0.2, object_gain), ("clean", 0.4, clean_gain)):
+            for domain in ("a", "b"):
+                for method, value in (("teacher_crop", base + 0.1), ("student_kl", base),
+                                      ("student_kl+clean", base + gain + 0.001 * seed),
+                                      ("student_kl+init", base)):
+                    out.append(dict(model=task, method=method, domain=domain, metric="recall@1",
+                                    value=value + 0.01 * seed, seed=seed))
+    return pd.DataFrame(out)
+
+
+def test_the_measured_students_margins_and_reading_in_both_directions():
+    from ue_lib.objects import verdicts as objects_verdicts
+
+    rows = _measured_rows(clean_gain=0.05, object_gain=0.0)
+    table = objects_verdicts.student_margins(rows)
+    assert list(table.index.get_level_values(0).unique()) == [
+        "(v) student, kl guide", "(v) student, kl guide, + clean items",
+        "(v) student, kl guide, from the universal head"]
+    plain = table.loc[("(v) student, kl guide", "scene objects")]
+    assert plain["recall@1"] == "0.210 ± 0.010" and plain["teacher's margin"] == "+0.100"
+    assert plain["its 95% interval"] == "+0.100 to +0.100" and plain["teacher ahead?"] == "win"
+    # + clean items on clean items: the teacher's 0.5 against 0.45 + 0.001 × seed, so 0.049 on average;
+    # the gaps 0.05, 0.049, 0.048 have std 0.001: the interval is 0.049 ± 4.303 × 0.001 / √3
+    clean = table.loc[("(v) student, kl guide, + clean items", "clean items")]
+    assert clean["teacher's margin"] == "+0.049" and clean["its 95% interval"] == "+0.047 to +0.051"
+    text = objects_verdicts.measures_sentence(rows)
+    assert ("- **+ clean items**: recall@1 against (v) student, kl guide on scene objects +0.001 (tie), "
+            "on clean items +0.051 (win); the teacher stays +0.099 ahead on scene objects (win).") in text
+    assert text.endswith("**Reading.** *+ clean items* teaches the student more of its teacher on clean "
+                         "items, and none of it carries over to objects cut from scenes: there the "
+                         "student is held back by what the RoI features of a scene object keep, not "
+                         "by training data or a good start.")
+    helped = objects_verdicts.measures_reading(_measured_rows(clean_gain=0.05, object_gain=0.05))
+    assert helped == ("*+ clean items* closes part of the teacher's margin on scene objects: the "
+                      "student was short of training data.")
+    assert objects_verdicts.measures_reading(_measured_rows(0.0, 0.0)).startswith("No measurement")
+    none = rows[~rows.method.str.contains("\\+")]
+    assert objects_verdicts.measures_reading(none) == "" and objects_verdicts.student_margins(none).empty
+    assert "is empty" in objects_verdicts.measures_sentence(none)
+    # the measured students have their own section: the other tables and the findings leave them out
+    assert set(objects_verdicts.condition_rows(rows, "objects").model) == {
+        "(iv) teacher on crops", "(v) student, kl guide"}
+    assert len(set(objects_verdicts.condition_rows(rows, "objects", measured=True).model)) == 4
 
 
 def test_one_naming_table_names_the_conditions_in_tables_figures_and_findings():
@@ -546,3 +702,23 @@ def test_detector_table():
     assert list(table.columns) == ["recall@iou0.5", "train_seconds"]
     assert table.iloc[0].tolist() == ["0.850 ± 0.071", "21 ± 1.4"]  # seconds: 2 significant digits
     assert table.index[0] == "mean ± std over 2 seeds"
+
+
+def test_scene_sections_say_once_why_a_profile_has_no_scenes(monkeypatch):
+    from types import SimpleNamespace
+
+    from ue_lib.objects import sections
+
+    shown = []
+    monkeypatch.setattr(sections, "_display", lambda *items: shown.extend(items))
+    run = SimpleNamespace(profile=load_profile("paper"), results=lambda: pd.DataFrame(),
+                          show=lambda fig, name: shown.append(name))
+    scene = sections.SceneSections(run)
+    assert not scene.supported and len(shown) == 1
+    assert "does not run in this profile" in shown[0].data and "resnet50" in shown[0].data
+    for section in ("scenes", "experiment", "detector", "objects", "gallery", "clean", "spliced",
+                    "costs", "measured"):
+        getattr(scene, section)()
+    assert len(shown) == 1  # every section of the scene experiment stays empty
+    scene.findings()
+    assert "did not run" in shown[-1].data and len(shown) == 2

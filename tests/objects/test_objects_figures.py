@@ -57,3 +57,12 @@ def test_the_roi_align_figure_draws_torchvisions_pooling_of_the_box():
     box = [p for p in fig.axes[0].patches if p.get_linewidth() == 2][0]
     assert box.get_xy() == (22 / 16, 38 / 16) and box.get_width() == (98 - 22) / 16
     plt.close(fig)
+
+
+def test_labels_of_nearby_points_are_stacked_apart():
+    from ue_lib.objects.figures import label_offsets
+
+    # two points 5 points apart, one label height (11) needed: the higher one's label moves up to
+    # 4 + 11 = 15 points, 10 above its point; a point far to the side keeps the plain lift of 4
+    assert label_offsets([0, 0, 500], [0, 5, 5]) == [4.0, 10.0, 4.0]
+    assert label_offsets([0, 0], [0, 40]) == [4.0, 4.0]  # already apart

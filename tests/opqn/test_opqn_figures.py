@@ -41,5 +41,6 @@ def test_codebook_figure_shows_orthonormal_codebooks():
     fig = opqn_figures.codebook_figure(dct_codebooks(8, 4, 3))
     gram = fig.axes[-1].get_images()[0].get_array()
     np.testing.assert_allclose(gram, np.eye(4), atol=1e-5)
-    assert fig.axes[0].get_title() == "C_1 (8 x 4)"
+    assert fig.axes[0].get_title() == "C_1 = Φ's first K columns\n(8 × 4)"
+    assert fig.axes[1].get_title() == "C_2 = Φ C_1\n(8 × 4)"  # how each is made, as the text says
     plt.close("all")

@@ -3,7 +3,9 @@
 1. `prepare`: the seed's scenes; the trunk's maps of every scene, each object's RoI features and
    its crop (the teacher's input);
 2. `teach`: the teacher, each object's domain specialist on its crop;
-3. `train_students`: the guided students, on the training scenes' objects;
+3. `train_students`: the guided students, on the training scenes' objects, and
+   `measure_students`: the students of `objects_student_measures` (trained on clean items too,
+   or started from the universal head);
 4. `detect`: the detector (trained once and kept), its boxes on the test scenes and their quality;
 5. `embed_objects` and `object_rows`: every condition's embeddings of the test objects and of a
    gallery of clean items, scored on object retrieval;
@@ -146,8 +148,9 @@ def object_seed(folder, seed: int) -> ObjectSeed:
         run = prepare(folder, seed)
         teach(run)
         students = train_students(run)
+        measured = measure_students(run)
         found, detections = detect(run)
-        embedded = embed_objects(run, students, found, detections)
+        embedded = embed_objects(run, {**students, **measured}, found, detections)
         object_rows(run, embedded)
         clean_rows(run, embedded)
         spliced_rows(run, students, found, detections, embedded)
@@ -212,28 +215,72 @@ def _roi_config(run: SeedRun) -> dict:
             "gem_p": p.objects_gem_p, "scenes": run.scenes["train"].params, "counts": p.scene_counts()}
 
 
-def _object_domain(run: SeedRun, d: int) -> Domain:
+def _object_domain(run: SeedRun, d: int, clean: bool = False) -> Domain:
     """Domain `d`'s objects as a Domain: `images` their crops, `features` their RoI features
-    (the guided student's inputs), labels their classes."""
+    (the guided student's inputs), labels their classes. With `clean`, its training split
+    also holds the domain's clean training items (their own trunk features: a box covering a
+    whole item gives exactly those), after the scene objects."""
     name, source = run.names[d], run.source[run.names[d]]
     splits = {}
     for split, ss in run.scenes.items():
         rows = ss.domain == d
         splits[split] = Split(run.crop[split][rows], ss.label[rows],
                               features=np.asarray(run.roi[split][rows], np.float32)[:, :, None, None])
+    if clean:
+        items, objects = source.train, splits["train"]
+        images = crops_like(items.images, objects.images.shape[-1])
+        splits["train"] = Split(np.concatenate([objects.images, images]),
+                                np.concatenate([objects.labels, items.labels]),
+                                features=np.concatenate([objects.features, np.asarray(
+                                    items.features, np.float32).reshape(len(items), -1, 1, 1)]))
     return Domain(name, **splits, class_names=source.class_names, split_rule=source.split_rule,
                   provenance=f"objects of {name} in the scenes of ue_lib.objects.scenes",
                   license=source.license)
+
+
+def crops_like(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (n, 3, size, size): clean items as the teacher's crops are (RGB, `size` px);
+    unchanged when they already are."""
+    if images.shape[1:] == (3, size, size):
+        return np.asarray(images)
+    return np.stack([object_patch(im, size).transpose(2, 0, 1) for im in images])
+
+
+def _targets(run: SeedRun, d: int, clean: bool = False) -> np.ndarray:
+    """The teacher's embeddings of domain `d`'s training objects, in the order of
+    `_object_domain(run, d, clean)` (its clean items embedded by the specialist)."""
+    train = run.scenes["train"]
+    objects = run.teacher["train"][train.domain == d]
+    if not clean:
+        return objects
+    name = run.names[d]
+    feats = torch.from_numpy(np.asarray(run.source[name].train.features, np.float32))
+    items = embed(universal.specialist(run.folder, name, run.seed).model, feats, 512)
+    return np.concatenate([objects, items])
 
 
 def train_students(run: SeedRun) -> dict[str, nn.Module]:
     """The guided students, one per loss of `objects_guides`: heads on RoI features trained to
     reproduce the teacher's embeddings of the training scenes' objects."""
     domains = {n: _object_domain(run, d) for d, n in enumerate(run.names)}
-    train = run.scenes["train"]
-    targets = {n: run.teacher["train"][train.domain == d] for d, n in enumerate(run.names)}
+    targets = {n: _targets(run, d) for d, n in enumerate(run.names)}
     return {guide: guided_student(run.folder, guide, targets, _roi_config(run), domains, run.seed).model
             for guide in run.profile.methods("objects_guides")}
+
+
+def measure_students(run: SeedRun) -> dict[str, nn.Module]:
+    """The measured guided students of `objects_student_measures`, keyed ``<guide>+<measure>``:
+    "clean" trains on the clean training items as well as the scene objects, "init" starts
+    from the seed's universal kl head (notebook 04's) instead of random weights."""
+    out = {}
+    for guide, measures in run.profile.student_measures():
+        clean = "clean" in measures
+        domains = {n: _object_domain(run, d, clean) for d, n in enumerate(run.names)}
+        targets = {n: _targets(run, d, clean) for d, n in enumerate(run.names)}
+        init = universal.student(run.folder, "kl", run.seed).model if "init" in measures else None
+        out["+".join([guide, *measures])] = guided_student(
+            run.folder, guide, targets, _roi_config(run), domains, run.seed, measures, init).model
+    return out
 
 
 def detect(run: SeedRun) -> tuple[ObjectDetector, list[dict]]:

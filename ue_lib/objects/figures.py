@@ -64,19 +64,39 @@ def object_gallery(example: dict, title: str = ""):
     return fig
 
 
+def label_offsets(x, y, gap: float = 11.0, width: float = 120.0, lift: float = 4.0) -> list[float]:
+    """Vertical offsets (points) for labels written right of points at (`x`, `y`), in points on
+    the figure: each label starts `lift` above its point, and a label whose point lies within
+    `width` to the side of an already placed one stands at least `gap` above it (placed in order
+    of y, so they stack upwards)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    placed: list[tuple[float, float]] = []  # (x, label height) of the labels so far
+    out = [0.0] * len(x)
+    for i in np.argsort(y, kind="stable"):
+        height = y[i] + lift
+        for px, ph in sorted(placed, key=lambda p: p[1]):
+            if abs(px - x[i]) <= width and height < ph + gap and height > ph - gap:
+                height = ph + gap
+        placed.append((x[i], height))
+        out[i] = height - y[i]
+    return out
+
+
 def tradeoff_plot(points: pd.DataFrame, metric: str = "recall@1"):
     """Time against accuracy: one point per condition (columns ``condition``, its name, ``ms``
     and ``value`` (means) and ``ms_std``/``value_std``), coloured by `model_color`, labelled."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for _, r in points.iterrows():
-        color = model_color(r.condition)
         ax.errorbar(r.ms, r.value, xerr=r.get("ms_std", 0) or 0, yerr=r.get("value_std", 0) or 0,
-                    fmt="o", color=color, capsize=3)
-        ax.annotate(r.condition, (r.ms, r.value), textcoords="offset points", xytext=(6, 4),
-                    fontsize=8, color=color)
+                    fmt="o", color=model_color(r.condition), capsize=3)
+    ax.set_xlim(left=0)
+    ax.autoscale_view()
+    at = ax.transData.transform(np.column_stack([points.ms, points.value])) * 72.0 / fig.dpi
+    for r, offset in zip(points.itertuples(), label_offsets(at[:, 0], at[:, 1])):
+        ax.annotate(r.condition, (r.ms, r.value), textcoords="offset points", xytext=(6, offset),
+                    fontsize=8, color=model_color(r.condition))
     ax.set_xlabel("ms per scene (shared scene pass and detector included)")
     ax.set_ylabel(f"object retrieval {metric}")
-    ax.set_xlim(left=0)
     ax.set_title("teacher vs guided students: time and accuracy")
     fig.tight_layout()
     return fig

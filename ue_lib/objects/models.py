@@ -33,12 +33,14 @@ def object_scenes(folder, seed: int) -> dict[str, SceneSet]:
 
 
 def guided_student(folder, guide: str, targets: dict[str, np.ndarray], roi: dict,
-                   domains: dict[str, Domain], seed: int) -> TrainResult:
+                   domains: dict[str, Domain], seed: int, measures: tuple[str, ...] = (),
+                   init=None) -> TrainResult:
     """The guided student of loss `guide` on the objects of `domains` (their RoI features),
     trained on the teacher's embeddings `targets` ({domain: (N_train, D)}); `roi` holds the
-    settings that made its inputs (part of its fingerprint)."""
-    return folder.train(GuidedStudent(folder.profile, guide, targets, roi), domains, seed,
-                        f"seed{seed}")
+    settings that made its inputs (part of its fingerprint). A measured student names its
+    `measures` and, for "init", the network it starts from (`GuidedStudent`)."""
+    return folder.train(GuidedStudent(folder.profile, guide, targets, roi, measures, init), domains,
+                        seed, f"seed{seed}")
 
 
 def detector(folder, maps: torch.Tensor, scenes: SceneSet, roi: dict, source: dict[str, Domain],

@@ -6,9 +6,10 @@ import hashlib
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..training import Setup
-from ..universal.objectives import Distillation
+from ..universal.objectives import Distillation, weights_digest
 
 
 class GuidedStudent(Distillation):
@@ -18,19 +19,30 @@ class GuidedStudent(Distillation):
     (N_train, D), row i the teacher's embedding of training object i), with the distillation
     loss `method`: ``embedding_mse`` (the paper's MSE on normalised embeddings; our
     reconstruction) or any other of `ue_lib.losses` (``kl``: the main paper's). The teacher is
-    given as its embeddings, so it runs once per object, outside the loop."""
+    given as its embeddings, so it runs once per object, outside the loop.
+
+    A measured student (notebook 08's `objects_student_measures`) names what changed in
+    `measures`: "clean" (its training domains hold clean items too: the caller adds them, with
+    their targets) and "init" (it starts from the weights of `init`, the universal kl head,
+    instead of random ones)."""
 
     kind = "guided"
     follows_lag = False  # its teachers are tables: there is no teacher score to lag behind
 
-    def __init__(self, profile, method: str, targets: dict[str, np.ndarray], roi: dict):
+    def __init__(self, profile, method: str, targets: dict[str, np.ndarray], roi: dict,
+                 measures: tuple[str, ...] = (), init: nn.Module | None = None):
         super().__init__(profile, method, teachers={})
         self.targets_np = {n: np.asarray(t, np.float32) for n, t in targets.items()}
-        self.roi = dict(roi)
+        self.roi, self.measures = dict(roi), tuple(measures)
+        if ("init" in self.measures) != (init is not None):
+            raise ValueError("guided student: give `init` exactly when 'init' is measured")
+        self.init_state = None if init is None else {k: v.detach().clone()
+                                                      for k, v in init.state_dict().items()}
+        self._init_digest = None if init is None else weights_digest(init)
 
     @property
     def folder(self) -> str:
-        return f"guided-{self.method}"
+        return "+".join([f"guided-{self.method}", *self.measures])
 
     @property
     def needs_inputs(self) -> bool:
@@ -40,7 +52,12 @@ class GuidedStudent(Distillation):
         if self._digests is None:
             self._digests = {n: hashlib.sha256(t.tobytes()).hexdigest()[:16]
                              for n, t in self.targets_np.items()}
-        return {**super().config(), "roi": self.roi}
+        extra = {"measures": list(self.measures), "init": self._init_digest} if self.measures else {}
+        return {**super().config(), "roi": self.roi, **extra}
+
+    def initialize(self, model: nn.Module) -> None:
+        if self.init_state is not None:
+            model.load_state_dict(self.init_state)
 
     def check(self, domains) -> None:
         for name, d in domains.items():

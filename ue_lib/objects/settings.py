@@ -21,17 +21,45 @@ CONDITIONS = {"global": "(i) whole scene", "roi_oracle": "(ii) box-pooled, true 
               "detector_features": "(vi) detector's features",
               "trunk_features": "(ref.) trunk's features, no head"}
 GUIDES = {"embedding_mse": "MSE", "kl": "kl"}  # a guided student's guide, as its name says it
+# The measurements of a guided student (`objects_student_measures`), as their names say them:
+# "clean" adds the domains' clean training items to its training objects, "init" starts it from
+# the universal kl head of notebook 04 instead of random weights
+MEASURES = {"clean": "+ clean items", "init": "from the universal head"}
+MEASURE_LACKS = {"clean": "training data", "init": "a good start"}  # what each tests for
 
 
 def condition_name(method: str) -> str:
     """The name of a condition id of notebook 08 (`CONDITIONS`; a guided student
-    ``student_<guide>`` is "(v) student, <guide> guide"); any other id unchanged."""
+    ``student_<guide>`` is "(v) student, <guide> guide", and one measured as
+    ``student_<guide>+<measure>[+<measure>]`` adds the measures' names of `MEASURES`); any
+    other id unchanged."""
     if method in CONDITIONS:
         return CONDITIONS[method]
     if method.startswith("student_"):
-        guide = method[len("student_"):]
-        return f"(v) student, {GUIDES.get(guide, guide)} guide"
+        guide, *measures = method[len("student_"):].split("+")
+        return ", ".join([f"(v) student, {GUIDES.get(guide, guide)} guide"] +
+                         [MEASURES.get(m, m) for m in measures])
     return method
+
+
+def is_measured(method: str) -> bool:
+    """Whether condition id `method` is a guided student changed by a measurement
+    (``student_<guide>+<measure>``), not one of the conditions every table compares."""
+    return method.startswith("student_") and "+" in method
+
+
+def student_measures(value: str, guides: list[str]) -> list[tuple[str, tuple[str, ...]]]:
+    """`objects_student_measures` ("kl+clean,kl+init") as [(guide, measures)], checked: each
+    entry a guide of `guides` and one or more names of `MEASURES`, joined by "+"."""
+    out = []
+    for entry in (e.strip() for e in str(value).split(",") if e.strip()):
+        guide, *measures = entry.split("+")
+        if guide not in guides or not measures or any(m not in MEASURES for m in measures):
+            raise ValueError(f"Profile.objects_student_measures: {entry!r} must be a guide of "
+                             f"objects_guides ({', '.join(guides)}) and measures of "
+                             f"{', '.join(MEASURES)} joined by '+', such as 'kl+clean'")
+        out.append((guide, tuple(measures)))
+    return out
 
 
 @dataclass(frozen=True)
@@ -90,6 +118,10 @@ class ObjectsSettings(CoreSettings):
     objects_gem_p: float = setting(3.0, "objects", "GeM power (objects_pooling gem)")
     objects_guides: str = setting("embedding_mse,kl", "objects", "the guided students' losses: the "
                                   "paper's MSE of normalised embeddings, the main paper's kl, ...")
+    objects_student_measures: str = setting(
+        "kl+clean,kl+init", "objects", "guided students measured beside the others: "
+        "<guide>+clean adds the clean training items to its training objects, <guide>+init starts "
+        "it from the universal kl head; empty: none")
     objects_detector: dict = setting(dict, "objects", "changes to DetectorSettings, "
                                      "e.g. {'epochs': 20, 'neck': 64}")
     objects_gallery: int = setting(300, "objects", "clean test items per domain in the object gallery")
@@ -118,6 +150,7 @@ class ObjectsSettings(CoreSettings):
 
         for guide in self.methods("objects_guides"):
             choice("Profile", "objects_guides", guide, DISTILLATION_LOSSES)
+        self.student_measures()
         detector_settings(self.objects_detector)
 
     def object_domains(self) -> list[str]:
@@ -130,6 +163,10 @@ class ObjectsSettings(CoreSettings):
                              f"{self.domain_names}; e.g. -p objects_domains "
                              f"{','.join(self.domain_names)}")
         return names
+
+    def student_measures(self) -> list[tuple[str, tuple[str, ...]]]:
+        """`objects_student_measures` as [(guide, measures)] (`student_measures`)."""
+        return student_measures(self.objects_student_measures, self.methods("objects_guides"))
 
     def scene_counts(self) -> dict[str, int]:
         """`objects_scenes` as {"train": n, "val": n, "test": n}."""

@@ -12,6 +12,7 @@ import pandas as pd
 from ..verdicts import (
     Rules,
     favoured_of,
+    interval,
     mean_std,
     model_table,
     num,
@@ -20,16 +21,20 @@ from ..verdicts import (
     win_counts,
     win_rule,
 )
-from .settings import GUIDES, condition_name
+from .settings import GUIDES, MEASURE_LACKS, MEASURES, condition_name, is_measured
 
 TIME_DIGITS = 2  # measured times vary by more than 1% between runs: 2 significant digits
+FLOOR = 0.1  # a domain where no condition's mean score reaches this is at the floor (`floor_note`)
 
 
-def condition_rows(rows: pd.DataFrame, task: str) -> pd.DataFrame:
+def condition_rows(rows: pd.DataFrame, task: str, measured: bool = False) -> pd.DataFrame:
     """Notebook 08's rows of one task ("objects": object retrieval per domain; "spliced": spliced
     retrieval) with ``model`` set to the condition's name (`condition_name`), so that `compare`,
-    `favoured`, the tables and the figures compare and name conditions alike."""
+    `favoured`, the tables and the figures compare and name conditions alike. The measured
+    students (`is_measured`) have a section of their own: only with `measured`."""
     r = rows[rows.model == task]
+    if not measured:
+        r = r[~r.method.astype(str).map(is_measured).astype(bool)]
     return r.assign(model=r.method.astype(str).map(condition_name))
 
 
@@ -37,6 +42,27 @@ def object_table(rows: pd.DataFrame, task: str, metrics: Sequence[str]) -> pd.Da
     """One row per condition (named by `condition_name`), one column per metric: the mean over
     domains, 'mean ± std' over seeds of that per-seed mean."""
     return model_table(condition_rows(rows, task), metrics)
+
+
+def floor_note(rows: pd.DataFrame, task: str = "objects", metric: str = "recall@1",
+               floor: float = FLOOR) -> str:
+    """The domains of `task` where no condition (measured students left out) reaches `floor` in
+    `metric` (mean over seeds), in one Markdown sentence with each one's best condition and
+    score ("" when there are none): there every condition is near zero, so their comparisons
+    come out as ties and the findings' counts are decided by the other domains."""
+    r = condition_rows(rows, task)
+    means = r[r.metric == metric].groupby(["domain", "model"]).value.mean()
+    if means.empty:
+        return ""
+    best = means.groupby(level="domain").agg(["max", "idxmax"])
+    low = best[best["max"] < floor]
+    if low.empty:
+        return ""
+    where = " and ".join(f"{d} (best: {b['idxmax'][1]}, {num(b['max'])})" for d, b in low.iterrows())
+    others = best.index.size - low.index.size
+    return (f"**At the floor:** no condition reaches {metric} {num(floor)} on {where}. There every "
+            f"condition is near zero, so the comparisons come out as ties and the findings' win "
+            f"counts are decided by the other {others} domain{'' if others == 1 else 's'}.")
 
 
 def detector_table(rows: pd.DataFrame) -> pd.DataFrame:
@@ -106,7 +132,8 @@ def object_findings(rows: pd.DataFrame, metrics: Sequence[str], spliced_metrics:
     metric) comparison, paired by seed, by the rule of `compare`; a margin of
     `rules.favour_margin`): finding, what was compared, the numbers favour, verdict."""
     objects, spliced = condition_rows(rows, "objects"), condition_rows(rows, "spliced")
-    guides = sorted(m for m in set(rows[rows.model == "objects"].method) if m.startswith("student_"))
+    guides = sorted(m for m in set(rows[rows.model == "objects"].method)
+                    if m.startswith("student_") and not is_measured(m))
     out = []
 
     def add(finding, table, a, b, ms, expected):
@@ -212,6 +239,110 @@ def trunk_vs_head(rows: pd.DataFrame, metric: str = "recall@1", rules: Rules = R
     return (f"**Trunk against head.** {head} minus {trunk}, {metric}, mean over domains: "
             f"on clean items {signed(clean.mean())} ({oc}), on objects in scenes "
             f"{signed(objects.mean())} ({oo}){one}. So {why}.")
+
+
+def _gap_cells(gap: pd.Series, rules: Rules) -> dict:
+    lo, hi = interval(gap)
+    return {"mean": signed(gap.mean()),
+            "95% interval": f"{signed(lo)} to {signed(hi)}" if np.isfinite(lo) else "one seed",
+            "outcome": outcome(gap, rules)}
+
+
+def measured_students(rows: pd.DataFrame) -> dict[str, list[str]]:
+    """{student id: [its measured students' ids]} for the guided students measured in `rows`
+    (``student_kl`` -> ``student_kl+clean``, ``student_kl+init``), in the order run."""
+    methods = list(dict.fromkeys(rows[rows.model == "objects"].method.astype(str)))
+    return {base: [m for m in methods if is_measured(m) and m.split("+")[0] == base]
+            for base in methods if any(is_measured(m) and m.split("+")[0] == base for m in methods)}
+
+
+def student_margins(rows: pd.DataFrame, metric: str = "recall@1", rules: Rules = Rules()
+                    ) -> pd.DataFrame:
+    """The teacher's margin over each measured guided student and its unchanged student: per
+    student (named by `condition_name`) and task (a row each: "scene objects", the objects cut
+    from test scenes; "clean items", the clean test items), its `metric` (mean over domains,
+    mean ± std over seeds) and the teacher minus the student, paired by seed: the mean, its 95%
+    t interval and its outcome by the rule of `compare` ("win": the teacher stays ahead)."""
+    out = []
+    for base, measured in measured_students(rows).items():
+        for method in [base, *measured]:
+            for task, where in (("objects", "scene objects"), ("clean", "clean items")):
+                gap = _per_seed_gap(rows, task, "teacher_crop", method, metric)
+                if gap.empty:
+                    continue
+                own = rows[(rows.model == task) & (rows.method == method) & (rows.metric == metric)]
+                margin = _gap_cells(gap, rules)
+                out.append({"student": condition_name(method), "retrieving": where,
+                            metric: mean_std(own.groupby("seed").value.mean()),
+                            "teacher's margin": margin["mean"], "its 95% interval": margin["95% interval"],
+                            "teacher ahead?": margin["outcome"]})
+    return pd.DataFrame(out).set_index(["student", "retrieving"]) if out else pd.DataFrame()
+
+
+def _measure_reading(results: dict[str, tuple[str, str]]) -> str:
+    """What the measurements' outcomes say together: `results` maps a measured student's id to
+    its outcomes against the unchanged student (on scene objects, on clean items)."""
+    def named(ids) -> str:
+        return " and ".join("*" + ", ".join(MEASURES.get(x, x) for x in m.split("+")[1:]) + "*"
+                            for m in ids)
+
+    def lack(ids) -> str:
+        return " or ".join(dict.fromkeys(MEASURE_LACKS.get(x, x) for m in ids for x in m.split("+")[1:]))
+
+    def verb(ids, one: str, many: str) -> str:
+        return one if len(ids) == 1 else many
+
+    helped = [m for m, (o, _) in results.items() if o == "win"]
+    if helped:
+        return (f"{named(helped)} {verb(helped, 'closes', 'close')} part of the teacher's margin on "
+                f"scene objects: the student was short of {lack(helped)}.")
+    clean = [m for m, (_, c) in results.items() if c == "win"]
+    if clean:
+        return (f"{named(clean)} {verb(clean, 'teaches', 'teach')} the student more of its teacher on "
+                f"clean items, and none of it carries over to objects cut from scenes: there the "
+                f"student is held back by what the RoI features of a scene object keep, not by "
+                f"{lack(results)}.")
+    return "No measurement changes the student: its limit is elsewhere."
+
+
+def _measured(rows: pd.DataFrame, metric: str, rules: Rules) -> tuple[list[str], dict]:
+    """`measures_sentence`'s lines, and each measured student's outcomes against its unchanged
+    student (on scene objects, on clean items) for `_measure_reading`."""
+    lines, results = [], {}
+    for base, measured in measured_students(rows).items():
+        for method in measured:
+            on = {t: _per_seed_gap(rows, t, method, base, metric) for t in ("objects", "clean")}
+            margin = _per_seed_gap(rows, "objects", "teacher_crop", method, metric)
+            if on["objects"].empty or margin.empty:
+                continue
+            what = condition_name(method)[len(condition_name(base)) + 2:]
+            outcomes = {t: outcome(g, rules) if not g.empty else "not measured" for t, g in on.items()}
+            results[method] = (outcomes["objects"], outcomes["clean"])
+            clean = (f", on clean items {signed(on['clean'].mean())} ({outcomes['clean']})"
+                     if not on["clean"].empty else "")
+            one = " (on this seed)" if len(margin) == 1 else ""
+            lines.append(f"- **{what}**: {metric} against {condition_name(base)} on scene objects "
+                         f"{signed(on['objects'].mean())} ({outcomes['objects']}){clean}{one}; the "
+                         f"teacher stays {signed(margin.mean())} ahead on scene objects "
+                         f"({outcome(margin, rules)}).")
+    return lines, results
+
+
+def measures_sentence(rows: pd.DataFrame, metric: str = "recall@1", rules: Rules = Rules()) -> str:
+    """What each measurement did to its guided student, in Markdown: one line per measured
+    student, its `metric` minus the unchanged student's (mean over domains, paired by seed,
+    with the outcome) on objects cut from scenes and on clean items, and the teacher's margin on
+    objects after it; then what the outcomes say together (`_measure_reading`)."""
+    lines, results = _measured(rows, metric, rules)
+    if not lines:
+        return "No guided student was measured in this run (`objects_student_measures` is empty)."
+    return "\n".join(lines) + "\n\n**Reading.** " + _measure_reading(results)
+
+
+def measures_reading(rows: pd.DataFrame, metric: str = "recall@1", rules: Rules = Rules()) -> str:
+    """Only the reading of `measures_sentence` ("" when no student was measured)."""
+    results = _measured(rows, metric, rules)[1]
+    return _measure_reading(results) if results else ""
 
 
 def answer(findings: pd.DataFrame, costs: pd.DataFrame | None = None) -> str:

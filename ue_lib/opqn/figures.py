@@ -13,7 +13,8 @@ from .verdicts import bits_of
 
 def codebook_figure(codebooks: torch.Tensor, show: int = 3):
     """OPQN's fixed codebooks as heatmaps: the first `show` of the (M, d, K) codewords matrices
-    (rows: the d coordinates; columns: the K codewords), and the Gram matrix C_1ᵀC_1, which is
+    (rows: the d coordinates; columns: the K codewords), each titled with how it is made (C_1
+    the DCT matrix Φ's first K columns, C_m = Φ C_(m-1)), and the Gram matrix C_1ᵀC_1, which is
     the identity (orthonormal codewords)."""
     books = codebooks.detach().cpu().numpy()
     show = min(show, len(books))
@@ -21,7 +22,8 @@ def codebook_figure(codebooks: torch.Tensor, show: int = 3):
     lim = float(np.abs(books[:show]).max())
     for m, ax in enumerate(axes[:show]):
         ax.imshow(books[m], cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
-        ax.set(title=f"C_{m + 1} ({books.shape[1]} x {books.shape[2]})", xlabel="codeword k",
+        how = "Φ's first K columns" if m == 0 else f"Φ C_{m}"  # the recursion of the text
+        ax.set(title=f"C_{m + 1} = {how}\n({books.shape[1]} × {books.shape[2]})", xlabel="codeword k",
                ylabel="coordinate" if m == 0 else "")
         ax.grid(False)
     gram = books[0].T @ books[0]
@@ -92,7 +94,7 @@ def pq_schematic(example: dict):
         ax.add_patch(plt.Rectangle((-0.5, codes[j] - 0.5), d, 1, fill=False, edgecolor="black",
                                    linewidth=2.5))
         ax.set(title=f"codebook {j + 1}: K = {k}", xticks=[], ylabel="codeword" if j == 0 else "",
-               yticks=[0, codes[j], k - 1])
+               yticks=sorted({int(codes[j])} | {e for e in (0, k - 1) if abs(e - int(codes[j])) > 1}))
         ax.grid(False)
         code = fig.add_subplot(grid[2, j])
         code.axis("off")

@@ -141,8 +141,9 @@ class _Trainer:
     def __init__(self, job: TrainJob, ctx: distributed.DistContext):
         p, self.job, self.ctx = job.profile, job, ctx
         self.device = device = ctx.device(p.device)
-        self.model = build_model(ModelSettings.part_of(p), seed=job.seed).to(
-            device, memory_format=memory_format(device))
+        self.model = build_model(ModelSettings.part_of(p), seed=job.seed)
+        job.objective.initialize(self.model)
+        self.model = self.model.to(device, memory_format=memory_format(device))
         self.net = (DistributedDataParallel(self.model, device_ids=[device.index]
                                             if device.type == "cuda" else None)
                     if ctx.enabled else self.model)

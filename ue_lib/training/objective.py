@@ -118,6 +118,10 @@ class Objective(nn.Module):
         """Refuse domains this objective cannot train on (raise ValueError)."""
 
     # ---- training
+    def initialize(self, model: nn.Module) -> None:
+        """Change the network's freshly seeded weights before training (start from another
+        model's, say); by default it keeps them. A resumed training restores its checkpoint after."""
+
     def prepare(self, setup: Setup) -> None:
         """Build the modules and tables the loss needs (before the optimiser is made)."""
 
