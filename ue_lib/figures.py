@@ -246,6 +246,7 @@ def differences(results: pd.DataFrame, reference: str, metric: str = "recall@1",
     ends = np.concatenate([[0.0], d["mean"] - d["std"].fillna(0), d["mean"] + d["std"].fillna(0)])
     pad = 0.15 * (ends.max() - ends.min()) or 0.01
     ax.set_xlim(ends.min() - pad, ends.max() + pad)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=6))  # signed ticks are wide: few enough to read
     ax.set_yticks(range(len(domains)), domains)
     ax.set_ylim(len(domains) - 0.5, -0.5)
     ax.set_xlabel(f"{metric} minus {reference} (paired by seed; dot: mean, bar: ±1 std)")

@@ -324,10 +324,11 @@ def test_benchmark_table_gives_measured_times_two_significant_digits():
     from ue_lib.opqn import verdicts as opqn_verdicts
 
     table = opqn_verdicts.benchmark_table([
-        {"index": "float (IndexFlatIP)", "bits": 2048, "bytes": 256, "memory_mb": 244.140625,
-         "ms_per_query": 25.234},
-        {"index": "PQ / OPQN 4x16", "bits": 16, "bytes": 2, "memory_mb": 1.9073486328125,
-         "ms_per_query": 0.0123456}])
+        {"index": "float (IndexFlatIP)", "bits": 2048, "bytes": 256, "items": 1_000_000,
+         "memory_mib": 244.140625, "ms_per_query": 25.234},
+        {"index": "PQ / OPQN 4x16", "bits": 16, "bytes": 2, "items": 1_000_000,
+         "memory_mib": 1.9073486328125, "ms_per_query": 0.0123456}])
+    assert list(table.columns)[2] == "memory of 1,000,000 items (MiB)"  # 256 B × 10^6 = 244 MiB
     assert table.loc["float (IndexFlatIP)"].tolist() == [2048, 256, "240", "25"]
     assert table.loc["PQ / OPQN 4x16"].tolist() == [16, 2, "1.9", "0.012"]
 
@@ -354,7 +355,8 @@ def test_ablation_table_compares_each_change_with_the_defaults():
     rows = _rows({("opqn", 32): [0.50, 0.52, 0.54], ("opqn codebook=random", 32): [0.40, 0.43, 0.44],
                   ("opqn entropy_weight=0", 32): [0.505, 0.52, 0.545]}, "map@all")
     table = opqn_verdicts.ablation_table(rows, "map@all")
-    assert table.outcome.tolist()[1:] == ["loss", "tie"]
+    assert table.outcome.tolist() == ["(the defaults)", "loss", "tie"]  # no NaN in the reference row
+    assert table.loc["opqn"].isna().sum() == 0
     assert table.loc["opqn codebook=random", "diff"] == -0.097  # -0.0967, to 3 decimals
     tiny = _rows({("opqn", 32): [0.50, 0.52, 0.54], ("opqn x", 32): [0.50, 0.52, 0.53996]}, "map@all")
     assert opqn_verdicts.ablation_table(tiny, "map@all").loc["opqn x", "diff"] == 0.0  # never -0.000
@@ -453,17 +455,24 @@ def test_the_answer_of_notebook_06_in_both_directions():
                               m, domain="universal") for m in ("recall@1", "map@all")])
     text = opqn_verdicts.answer(behind, ["pq"])
     assert ("No budget tried (up to 32 bits, 4 bytes) stays within 0.01 of float Recall@1; the "
-            "best at 32 bits is opqn, 0.460 against its float 0.510.") in text
-    assert ("map@all: over 2 (experiment, bits, baseline) settings, **does not hold** (against "
-            "pq: 1 wins, 1 losses of 2)") in text and "depends on the metric" not in text
+            "highest at 32 bits is opqn's, 0.460 against its float 0.510.") in text
+    assert ("against pq, map@all **does not hold** (1 win, 0 ties, 1 loss of 2), recall@1 **does "
+            "not hold** (1 win, 0 ties, 1 loss of 2).") in text and "depends on" not in text
+    # the highest compressed Recall@1 is not always the smallest drop from its own float
+    student = pd.concat([behind, _rows({("kl float", 16): [0.7] * 3, ("kl float", 32): [0.7] * 3,
+                                        ("kl pq", 16): [0.5] * 3, ("kl pq", 32): [0.52] * 3},
+                                       domain="universal")])
+    assert ("the highest at 32 bits is kl pq's, 0.520 against its float 0.700 (the smallest drop "
+            "from its own float is opqn's, 0.050)") in opqn_verdicts.answer(student, ["pq"])
     ahead = pd.concat([_rows({**base, ("opqn", 16): [0.495, 0.52, 0.505], ("opqn", 32): [0.5, 0.52, 0.51]},
                              m, domain="universal") for m in ("recall@1", "map@all")])
     text = opqn_verdicts.answer(ahead, ["pq"])
     assert "Within 0.01 of float Recall@1: opqn from 16 bits (the others need more than 32)." in text
-    assert "**holds** (against pq: 2 wins, 0 losses of 2)" in text
+    assert "against pq, map@all **holds** (2 wins, 0 ties, 0 losses of 2)" in text
     # the metrics disagree: OPQN ahead in Recall@1, behind in mAP@all
     mixed = pd.concat([ahead[ahead.metric == "recall@1"], behind[behind.metric == "map@all"]])
-    assert opqn_verdicts.answer(mixed, ["pq"]).endswith("The verdict depends on the metric.")
+    assert opqn_verdicts.answer(mixed, ["pq"]).endswith("The verdict depends on the baseline and "
+                                                        "the metric.")
 
 
 def test_the_ablations_run_below_the_ceiling_by_default():

@@ -32,7 +32,11 @@ def test_bits_plot_draws_each_index_in_its_palette_colour(monkeypatch):
     fig = opqn_figures.bits_plot(rows)
     ax = fig.axes[0]
     lines = {_hex(line.get_color()) for line in ax.get_lines()}
-    assert {"#111111", "#121212", "#131313"} <= lines  # float as a dashed reference line
+    assert {"#111111", "#121212", "#131313"} <= lines
+    # each budget's own float (each trains its own network): a dashed line through both budgets
+    floats = [line for line in ax.get_lines() if _hex(line.get_color()) == "#111111"
+              and line.get_linestyle() == "--"]
+    assert len(floats) == 1 and np.allclose(floats[0].get_ydata(), [0.5105, 0.5205])
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["float", "pq", "opqn"]
     plt.close("all")
 

@@ -395,6 +395,14 @@ def test_the_answer_is_yes_when_a_graded_rung_beats_the_baseline_and_no_when_it_
     text = answer(_metric_rows(down), _metric_rows(STUDENTS), [A, B], B, "coarse_recall@1")
     assert "**No**: no graded rung beats binomial deviance, and soft BD: pair weights lost" in text
     assert "soft BD: pair weights: does not hold (0 wins, 1 tie, 1 loss)" in text
+    assert "Did grading cost" not in text  # no fine (class-level) rows to say it with
+    # the price of grading, on fine Recall@1: soft targets loses domain a (-0.03 on every seed)
+    fine = {**LADDER, (B, "a"): [0.58, 0.57, 0.59]}
+    both = pd.concat([_metric_rows(up), _metric_rows(fine, "recall@1")])
+    text = answer(both, _metric_rows(STUDENTS), [A, B], B, "coarse_recall@1")
+    assert ("**Did grading cost fine retrieval?** Against binomial deviance on recall@1: soft BD: "
+            "pair weights: 0 wins, 2 ties, 0 losses; soft BD: soft targets: 0 wins, 1 tie, 1 loss. "
+            "**Does the student inherit it?**") in text
 
 
 def test_read_pairs_shows_the_gap_table_and_its_sentences():

@@ -498,6 +498,6 @@ def _gallery_example(run: SeedRun, embedded: Embedded, k: int = 5) -> dict:
 
 
 __all__ = ["GALLERY_CONDITIONS", "Embedded", "ObjectSeed", "SeedRun", "cost_rows",
-           "detect", "embed_features", "embed_objects", "object_experiment", "object_rows",
-           "object_seed", "prepare", "scenes_supported", "spliced_rows", "teach", "timer",
-           "train_students"]
+           "clean_rows", "crops_like", "detect", "embed_features", "embed_objects",
+           "measure_students", "object_experiment", "object_rows", "object_seed", "prepare",
+           "scenes_supported", "spliced_rows", "teach", "timer", "train_students"]

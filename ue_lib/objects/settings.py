@@ -25,7 +25,7 @@ GUIDES = {"embedding_mse": "MSE", "kl": "kl"}  # a guided student's guide, as it
 # "clean" adds the domains' clean training items to its training objects, "init" starts it from
 # the universal kl head of notebook 04 instead of random weights
 MEASURES = {"clean": "+ clean items", "init": "from the universal head"}
-MEASURE_LACKS = {"clean": "training data", "init": "a good start"}  # what each tests for
+MEASURE_LACKS = {"clean": "clean training items", "init": "a better start"}  # what each adds
 
 
 def condition_name(method: str) -> str:

@@ -260,8 +260,8 @@ def student_margins(rows: pd.DataFrame, metric: str = "recall@1", rules: Rules =
                     ) -> pd.DataFrame:
     """The teacher's margin over each measured guided student and its unchanged student: per
     student (named by `condition_name`) and task (a row each: "scene objects", the objects cut
-    from test scenes; "clean items", the clean test items), its `metric` (mean over domains,
-    mean ± std over seeds) and the teacher minus the student, paired by seed: the mean, its 95%
+    from test scenes; "clean items", the clean test items), its `metric` and the teacher's (mean
+    over domains, mean ± std over seeds) and the teacher minus the student, paired by seed: the mean, its 95%
     t interval and its outcome by the rule of `compare` ("win": the teacher stays ahead)."""
     out = []
     for base, measured in measured_students(rows).items():
@@ -270,39 +270,43 @@ def student_margins(rows: pd.DataFrame, metric: str = "recall@1", rules: Rules =
                 gap = _per_seed_gap(rows, task, "teacher_crop", method, metric)
                 if gap.empty:
                     continue
-                own = rows[(rows.model == task) & (rows.method == method) & (rows.metric == metric)]
+                own, teacher = (rows[(rows.model == task) & (rows.method == m) & (rows.metric == metric)]
+                                .groupby("seed").value.mean() for m in (method, "teacher_crop"))
                 margin = _gap_cells(gap, rules)
                 out.append({"student": condition_name(method), "retrieving": where,
-                            metric: mean_std(own.groupby("seed").value.mean()),
+                            metric: mean_std(own), f"teacher's {metric}": mean_std(teacher),
                             "teacher's margin": margin["mean"], "its 95% interval": margin["95% interval"],
                             "teacher ahead?": margin["outcome"]})
     return pd.DataFrame(out).set_index(["student", "retrieving"]) if out else pd.DataFrame()
 
 
-def _measure_reading(results: dict[str, tuple[str, str]]) -> str:
+def _measure_reading(results: dict[str, tuple[str, str]], seeds: int) -> str:
     """What the measurements' outcomes say together: `results` maps a measured student's id to
-    its outcomes against the unchanged student (on scene objects, on clean items)."""
+    its outcomes against the unchanged student (on scene objects, on clean items) over `seeds`."""
     def named(ids) -> str:
         return " and ".join("*" + ", ".join(MEASURES.get(x, x) for x in m.split("+")[1:]) + "*"
                             for m in ids)
 
-    def lack(ids) -> str:
-        return " or ".join(dict.fromkeys(MEASURE_LACKS.get(x, x) for m in ids for x in m.split("+")[1:]))
+    def lack(ids, join: str = " or ") -> str:
+        return join.join(dict.fromkeys(MEASURE_LACKS.get(x, x) for m in ids for x in m.split("+")[1:]))
 
     def verb(ids, one: str, many: str) -> str:
         return one if len(ids) == 1 else many
 
     helped = [m for m, (o, _) in results.items() if o == "win"]
     if helped:
-        return (f"{named(helped)} {verb(helped, 'closes', 'close')} part of the teacher's margin on "
-                f"scene objects: the student was short of {lack(helped)}.")
+        return (f"{named(helped)} {verb(helped, 'lifts', 'lift')} the student on scene objects: it "
+                f"was short of {lack(helped)}.")
+    unseen = (f"no gain on scene objects shows over {seeds} seed{'' if seeds == 1 else 's'} (a gain "
+              f"within the rule's 0.010, or within the spread over seeds, would not show)")
     clean = [m for m, (_, c) in results.items() if c == "win"]
     if clean:
-        return (f"{named(clean)} {verb(clean, 'teaches', 'teach')} the student more of its teacher on "
-                f"clean items, and none of it carries over to objects cut from scenes: there the "
-                f"student is held back by what the RoI features of a scene object keep, not by "
-                f"{lack(results)}.")
-    return "No measurement changes the student: its limit is elsewhere."
+        added = lack(results, " nor ")
+        return (f"{named(clean)} {verb(clean, 'lifts', 'lift')} the student on clean items, and "
+                f"{unseen}: on objects cut from scenes the student is held back by what their RoI "
+                f"features keep; " + (f"neither {added} changed that." if " nor " in added
+                                      else f"{added} did not change that."))
+    return f"No measurement lifts the student on clean items, and {unseen}."
 
 
 def _measured(rows: pd.DataFrame, metric: str, rules: Rules) -> tuple[list[str], dict]:
@@ -336,13 +340,22 @@ def measures_sentence(rows: pd.DataFrame, metric: str = "recall@1", rules: Rules
     lines, results = _measured(rows, metric, rules)
     if not lines:
         return "No guided student was measured in this run (`objects_student_measures` is empty)."
-    return "\n".join(lines) + "\n\n**Reading.** " + _measure_reading(results)
+    seeds = int(rows[rows.model == "objects"].seed.nunique())
+    head = {t: rows[(rows.model == t) & (rows.method == "roi_oracle") & (rows.metric == metric)]
+            for t in ("objects", "clean")}
+    if all(len(h) for h in head.values()):  # what the students started from with "init"
+        lines.append(f"- For scale, {condition_name('roi_oracle')} is the universal head itself, "
+                     f"unguided: {metric} {num(head['objects'].groupby('seed').value.mean().mean())} "
+                     f"on scene objects, {num(head['clean'].groupby('seed').value.mean().mean())} on "
+                     f"clean items.")
+    return "\n".join(lines) + "\n\n**Reading.** " + _measure_reading(results, seeds)
 
 
 def measures_reading(rows: pd.DataFrame, metric: str = "recall@1", rules: Rules = Rules()) -> str:
     """Only the reading of `measures_sentence` ("" when no student was measured)."""
     results = _measured(rows, metric, rules)[1]
-    return _measure_reading(results) if results else ""
+    seeds = int(rows[rows.model == "objects"].seed.nunique()) if results else 0
+    return _measure_reading(results, seeds) if results else ""
 
 
 def answer(findings: pd.DataFrame, costs: pd.DataFrame | None = None) -> str:
@@ -367,7 +380,7 @@ def answer(findings: pd.DataFrame, costs: pd.DataFrame | None = None) -> str:
                 name = f"(v) student, {guide}"
                 teacher = costs[costs.method == "teacher_crop"].total_mean.iloc[0]
                 if name in costs.index:
-                    speed = f", at {teacher / costs.loc[name, 'total_mean']:.1f}× the teacher's speed"
+                    speed = f", {teacher / costs.loc[name, 'total_mean']:.1f}× faster than the teacher"
             parts.append(f"**Does the guided student ({guide}) match its teacher?** "
                          f"{said(r.verdict)} (finding 3 {r.verdict}{speed}).")
     others = "; ".join(f"{str(f).split('.')[0]}: {r.verdict}" for f, r in findings.iterrows()

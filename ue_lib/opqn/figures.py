@@ -37,7 +37,8 @@ def codebook_figure(codebooks: torch.Tensor, show: int = 3):
 def bits_plot(rows: pd.DataFrame, metrics=("map@all", "recall@1")):
     """Notebook 06: each metric against bits per item, one panel per experiment and metric,
     mean ± std over seeds per index (`ue_lib.opqn.experiments.experiment` rows); the float
-    embedding is a horizontal band (it has no bits)."""
+    embeddings dashed with hollow markers, at each budget: each budget trains its own OPQN
+    network, whose float embedding is the reference of that budget's indexes."""
     r = rows[rows.metric.isin(metrics)].assign(bits=bits_of)
     domains = list(dict.fromkeys(r.domain))
     fig, axes = plt.subplots(len(metrics), len(domains), figsize=(3.6 * len(domains), 3.0 * len(metrics)),
@@ -49,14 +50,12 @@ def bits_plot(rows: pd.DataFrame, metrics=("map@all", "recall@1")):
             for model in dict.fromkeys(part.model):
                 s = stats_[stats_.model == model].sort_values("bits")
                 color = model_color(model)
-                if model.endswith("float"):  # independent of the bit budget: one band
-                    m, sd = part[part.model == model].value.mean(), part[part.model == model].value.std()
-                    ax.axhline(m, color=color, lw=1.2, ls="--", label=model)
-                    if np.isfinite(sd):
-                        ax.axhspan(m - sd, m + sd, color=color, alpha=0.08)
-                    continue
+                # a float embedding has no bits, but each budget's OPQN network is a network of
+                # its own: its float is drawn at each budget (dashed, hollow), like the text says
+                is_float = model.endswith("float")
                 ax.errorbar(s.bits, s["mean"], yerr=s["std"].fillna(0), color=color, marker="o",
-                            ms=4, capsize=3, label=model)
+                            ms=4, capsize=3, label=model, ls="--" if is_float else "-",
+                            mfc="white" if is_float else color)
             ax.set(title=domain if i == 0 else "", xlabel="bits per item" if i == len(metrics) - 1 else "",
                    ylabel=metric if j == 0 else "")
             ax.set_xticks(sorted(r.bits.unique()))
@@ -78,7 +77,7 @@ def pq_schematic(example: dict):
     m, k, d = books.shape
     bits_each = example["bits"] // m
     fig = plt.figure(figsize=(2.2 * m + 1, 5.2))
-    grid = fig.add_gridspec(3, m, height_ratios=[0.5, 3, 0.7], hspace=0.55)
+    grid = fig.add_gridspec(3, m, height_ratios=[0.5, 3, 0.7], hspace=0.55, wspace=0.35)
     lim = float(max(np.abs(books).max(), np.abs(x).max()))
     top = fig.add_subplot(grid[0, :])
     top.imshow(x[None, :], cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")

@@ -223,21 +223,22 @@ def search_benchmark(items: int, dim: int, shapes: list[tuple[int, int]], querie
                      seed: int = 0) -> list[dict]:
     """Search time on a synthetic database of `items` random unit vectors (`dim`-d): the exact
     float index against a PQ index per code shape, which is what an OPQN index is at search time
-    (the same ``IndexPQ`` scan; only its centroids differ). Rows {index, bits, bytes,
-    memory_mb, ms_per_query} (`search_seconds_per_query`: warm-up, median of 5, k = 10)."""
+    (the same ``IndexPQ`` scan; only its centroids differ). Rows {index, bits, bytes, items,
+    memory_mib, ms_per_query} (`search_seconds_per_query`: warm-up, median of 5, k = 10)."""
     rng = np.random.default_rng(seed)
     base = normalized(rng.standard_normal((items, dim), dtype=np.float32))
     q = normalized(rng.standard_normal((queries, dim), dtype=np.float32))
     flat = faiss.IndexFlatIP(dim)
     flat.add(base)
-    rows = [{"index": "float (IndexFlatIP)", "bits": 32 * dim, "bytes": 4 * dim,
-             "memory_mb": 4 * dim * items / 2**20,
+    rows = [{"index": "float (IndexFlatIP)", "bits": 32 * dim, "bytes": 4 * dim, "items": items,
+             "memory_mib": 4 * dim * items / 2**20,
              "ms_per_query": 1e3 * search_seconds_per_query(flat, q)}]
     del flat
     for m, k in shapes:
         index = faiss_index("pq", base[: min(items, FIT_VECTORS)], base, m, k, seed)
         rows.append({"index": f"PQ / OPQN {m}x{k}", "bits": m * _nbits(k),
-                     "bytes": code_bytes(index), "memory_mb": code_bytes(index) * items / 2**20,
+                     "bytes": code_bytes(index), "items": items,
+                     "memory_mib": code_bytes(index) * items / 2**20,
                      "ms_per_query": 1e3 * search_seconds_per_query(index, q)})
     return rows
 

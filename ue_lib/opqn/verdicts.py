@@ -14,6 +14,7 @@ from ..verdicts import (
     EPS,
     Rules,
     compare,
+    counts_phrase,
     mean_std,
     num,
     outcome_counts,
@@ -189,10 +190,12 @@ def index_costs(rows: pd.DataFrame) -> pd.DataFrame:
 
 def benchmark_table(bench: Sequence[Mapping]) -> pd.DataFrame:
     """`ue_lib.opqn.indexes.search_benchmark`'s rows for display: per index its bits, bytes per
-    item, memory and milliseconds per query, measured values to 2 significant digits."""
+    item, the memory of the whole database (MiB: 2^20 bytes; the item count in its header) and
+    milliseconds per query, measured values to 2 significant digits."""
     table = pd.DataFrame(list(bench)).set_index("index")
+    items = int(table["items"].iloc[0])
     return pd.DataFrame({"bits": table.bits.astype(int), "bytes per item": table.bytes.astype(int),
-                         "memory (MB)": table.memory_mb.map(significant),
+                         f"memory of {items:,} items (MiB)": table.memory_mib.map(significant),
                          "ms per query (median)": table.ms_per_query.map(significant)})
 
 
@@ -206,7 +209,9 @@ def ablation_table(rows: pd.DataFrame, metric: str = "map@all", rules: Rules = R
     for model in dict.fromkeys(rows.model):
         values = rows[(rows.model == model) & (rows.metric == metric)].value
         row = {"setting": model, metric: mean_std(values)}
-        if model != reference:
+        if model == reference:  # the row the others are compared with: no difference of its own
+            row.update(diff="", n="", outcome="(the defaults)")
+        else:
             c = compare(rows, model, reference, metric, [domain], rules).iloc[0]
             # shown to 3 decimals like every metric (a raw -0.000015 would read as a number)
             row.update(diff=rounded(c["diff"], 3), n=c["n"], outcome=c["outcome"])
@@ -244,34 +249,42 @@ def _bits_answer(rows: pd.DataFrame, domain: str) -> str:
     means = r[r.bits == largest].groupby("model").value.mean()
     compressed = means[[m for m in means.index if _network_and_index(m)[1] != "float"]]
     best = compressed.idxmax()
+    drops = {m: means["kl float" if m.startswith("kl ") else "float"] - v for m, v in compressed.items()}
+    closest = min(drops, key=drops.get)
     reference = "kl float" if best.startswith("kl ") else "float"
-    return (f"No budget tried (up to {largest} bits, {largest // 8} bytes) stays within 0.01 of "
-            f"float Recall@1; the best at {largest} bits is {best}, {num(compressed[best])} against "
-            f"its float {num(means[reference])}")
+    text = (f"No budget tried (up to {largest} bits, {largest // 8} bytes) stays within 0.01 of "
+            f"float Recall@1; the highest at {largest} bits is {best}'s, {num(compressed[best])} "
+            f"against its float {num(means[reference])}")
+    if closest != best:
+        text += f" (the smallest drop from its own float is {closest}'s, {num(drops[closest])})"
+    return text
 
 
 def answer(rows: pd.DataFrame, against=("pq", "opq"), metrics=("map@all", "recall@1"),
            domain: str = "universal", rules: Rules = Rules()) -> str:
     """Notebook 06's question in one plain answer (Markdown): how many bits the `domain` index
-    needs (`_bits_answer`), and, per metric, whether OPQN beats post-hoc quantization
-    (`index_verdicts` against each of `against` over every experiment and bit budget: it holds
-    when OPQN wins a majority of those settings, does not hold when it loses one and wins no
-    majority, else is not established); it says so when the metrics disagree."""
-    said = []
-    for metric in metrics:
-        v = index_verdicts(rows, "opqn", against, metric, rules)
-        counts = outcome_counts(v)
-        verdict = status(counts["win"] > len(v) / 2, counts["loss"] > 0) if len(v) else "not compared"
-        each = "; ".join(f"against {b}: {int((part.outcome == 'win').sum())} wins, "
-                         f"{int((part.outcome == 'loss').sum())} losses of {len(part)}"
-                         for b, part in v.groupby("against", sort=False))
-        said.append((metric, verdict, f"{metric}: over {len(v)} (experiment, bits, baseline) "
-                                      f"settings, **{verdict}** ({each})"))
-    split = len({v for _, v, _ in said}) > 1
+    needs (`_bits_answer`), and, per baseline of `against` and per metric, whether OPQN beats
+    post-hoc quantization (`index_verdicts` over every experiment and bit budget: it holds when
+    OPQN wins a majority of those settings, does not hold when it loses one and wins no
+    majority, else is not established); it says so when the verdicts disagree."""
+    parts, verdicts = [], set()
+    for baseline in against:
+        said = []
+        for metric in metrics:
+            v = index_verdicts(rows, "opqn", [baseline], metric, rules)
+            if not len(v):
+                continue
+            counts = outcome_counts(v)
+            verdict = status(counts["win"] > len(v) / 2, counts["loss"] > 0)
+            verdicts.add(verdict)
+            said.append(f"{metric} **{verdict}** ({counts_phrase(counts)} of {len(v)})")
+        if said:
+            parts.append(f"against {baseline}, " + ", ".join(said))
+    beats = ("; ".join(parts) if parts else "not compared") + "."
     return (f"**How many bits does the {domain} index need?** {_bits_answer(rows, domain)}. "
-            f"**Does OPQN beat post-hoc quantization** (a "
-            f"majority of wins needed)? " + "; ".join(text for _, _, text in said) + "."
-            + (" The verdict depends on the metric." if split else ""))
+            f"**Does OPQN beat post-hoc quantization?** Per baseline and metric, over the "
+            f"(experiment, bits) settings (a majority of wins needed): " + beats
+            + (" The verdict depends on the baseline and the metric." if len(verdicts) > 1 else ""))
 
 
 def shapes_line(profile) -> str:

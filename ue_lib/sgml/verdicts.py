@@ -18,6 +18,7 @@ from ..verdicts import (
     beats,
     beats_verdict,
     compare,
+    counts_phrase,
     interval,
     num,
     outcome,
@@ -153,13 +154,14 @@ def _best_phrase(rows: pd.DataFrame, metric: str, rules: Rules) -> str:
 
 def answer(ladder: pd.DataFrame, students: pd.DataFrame, graded, teacher: str,
            metric: str, base: str = BINOMIAL_DEVIANCE, head: str = ATTRIBUTE_HEAD,
-           rules: Rules = Rules()) -> str:
+           rules: Rules = Rules(), fine: str = "recall@1") -> str:
     """Notebook 07's question in one plain answer (Markdown): does grading help coarse
     retrieval? Each `graded` rung against `base` on `metric` over the domains (the beats rule
     of `ue_lib.verdicts.beats`); "yes" when one beats it, "no" when one lost a domain and none
     beat it, else "not established"; then grading alone (each graded rung against `head`, the
-    attribute head without grading, when the ladder has it), the best rung (`best_rungs`), and
-    whether the kl student of `teacher`'s specialists beats the student of `base`'s."""
+    attribute head without grading, when the ladder has it), the best rung (`best_rungs`), what
+    grading cost on the `fine` metric (`_price`), and whether the kl student of `teacher`'s
+    specialists beats the student of `base`'s."""
     cmps = {r: compare(ladder, r, base, metric, rules=rules) for r in graded}
     held = [r for r, c in cmps.items() if beats(c)]
     lost = [r for r, c in cmps.items() if outcome_counts(c)["loss"]]
@@ -178,8 +180,20 @@ def answer(ladder: pd.DataFrame, students: pd.DataFrame, graded, teacher: str,
     student = f"kl ← {teacher}"
     passed = beats_verdict(compare(students, student, f"kl ← {base}", metric, rules=rules))
     return (f"**Does grading help coarse retrieval?** {lead} on {metric} ({each}).{alone} "
-            f"{_best_phrase(ladder, metric, rules)} **Does the student inherit it?** {student} "
-            f"beats kl ← {base} on {metric}: {passed}.")
+            f"{_best_phrase(ladder, metric, rules)}{_price(ladder, graded, base, fine, rules)} "
+            f"**Does the student inherit it?** {student} beats kl ← {base} on {metric}: {passed}.")
+
+
+def _price(ladder: pd.DataFrame, graded, base: str, fine: str, rules: Rules) -> str:
+    """' **Did it cost fine retrieval?** …': each graded rung against `base` on the `fine`
+    metric (class-level Recall@1), the price the takeaways expect of soft targets; '' when the
+    ladder has no `fine` rows."""
+    r = ladder[ladder.metric == fine]
+    cmps = {g: compare(r, g, base, fine, rules=rules) for g in graded if {g, base} <= set(r.model)}
+    if not cmps:
+        return ""
+    return (f" **Did grading cost fine retrieval?** Against {base} on {fine}: " + "; ".join(
+        f"{g}: {counts_phrase(outcome_counts(c))}" for g, c in cmps.items()) + ".")
 
 
 def read_pairs(pairs: pd.DataFrame, base: str = BINOMIAL_DEVIANCE, share: float = 0.5,
