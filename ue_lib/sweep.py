@@ -159,19 +159,26 @@ def check_shared(out: str, token: str, data_root: str) -> str:
     return ""
 
 
+def local_cluster(workers: int):
+    """The Dask cluster of `ue sweep --workers N` on this machine: `workers` processes of one
+    thread each, on the loopback interface, each ending with this process (`ue_lib.lifeline`)."""
+    from distributed import LocalCluster
+
+    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                        dashboard_address=None, preload=["ue_lib.lifeline"])
+
+
 def _on_dask(tasks: dict, todo: list[str], workers: int, scheduler: str, out: Path,
              progress: _Progress):
     """Yield (name, (status, failure)) of the points `todo` as they end on Dask workers."""
     try:
-        from distributed import Client, LocalCluster, as_completed
+        from distributed import Client, as_completed
     except ImportError as exc:  # pragma: no cover - a dependency of the project
         raise RunError("parallel sweeps need dask.distributed: pip install 'dask[distributed]'"
                        ) from exc
     if not todo:
         return
-    cluster = None if scheduler else LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-        dashboard_address=None)
+    cluster = None if scheduler else local_cluster(workers)
     client = Client(scheduler or cluster)
     try:
         token = secrets.token_hex(8)

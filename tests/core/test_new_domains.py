@@ -229,6 +229,24 @@ def test_clipart_render_cache_is_reused(fake_deb_root, monkeypatch):
     assert calls
 
 
+def test_clipart_damaged_render_cache_is_moved_aside_and_rendered_again(fake_deb_root, tmp_path, capsys):
+    first = clipart.load_clipart(fake_deb_root)
+    (path,) = (tmp_path / "cache").rglob("*.npz")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    capsys.readouterr()
+    again = clipart.load_clipart(fake_deb_root)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"ue: rebuilding {path}: it could not be read (")
+    assert path.with_name(path.name + ".corrupt").read_bytes() == data[: len(data) // 2]
+    for a, b in zip(first.splits.values(), again.splits.values()):
+        assert np.array_equal(a.images, b.images) and a.paths.tolist() == b.paths.tolist()
+    with np.load(path) as npz:  # written again, whole
+        assert npz["paths"].tolist() == sorted(npz["paths"].tolist()) and len(npz["images"])
+    # the source in the data root is never moved, whatever the cache's state
+    assert [p.name for p in (fake_deb_root / "openclipart").iterdir()] == [clipart.DEB_NAME]
+
+
 def test_clipart_unpacked_tree_and_installed_package(fake_deb_root, tmp_path, monkeypatch):
     from_deb = clipart.load_clipart(fake_deb_root)
     files, _ = _fake_files()

@@ -69,3 +69,31 @@ def test_each_objective_names_only_its_own_settings():
     assert Distillation(TINY, "kl", teachers).config()["loss_params"] == {
         "temperature": 0.05, "neighbors": None, "direction": "teacher_student"}
     assert np.isclose(Distillation(TINY, "kl", teachers).config()["metric_weight"], 0.0)
+
+
+class DeadObjective(CentroidObjective):
+    """A loss with nothing to learn from: exactly 0.0 (times the embeddings, so it has a graph)."""
+
+    kind = "toy-dead"
+
+    def loss(self, batch: Batch, embeddings: torch.Tensor) -> torch.Tensor:
+        return embeddings.sum() * 0.0
+
+
+def test_a_loss_of_zero_on_every_batch_stops_the_training_with_a_named_error(tmp_path):
+    import pytest
+
+    from ue_lib.training import LearnedNothing
+
+    domains = {"a": blob_domain("a", seed=0)}
+    with pytest.raises(LearnedNothing, match=r"toy-dead \(toy-dead\) learned nothing: its loss was "
+                                             r"0\.0 on every one of the \d+ batches of epoch 1; check "
+                                             r"the batch \(-p p 3"):
+        train(TrainJob(domains, DeadObjective(TINY), seed=0), out_dir=tmp_path, progress=False)
+    assert not (tmp_path / "model.pt").exists()  # nothing is kept as if trained
+    # one class per batch leaves multi-similarity without negatives: the loop's check catches it
+    # too, were the profile's check bypassed
+    one = Profile(embedding_dim=8, width=8, p=2, k=2, eval_batch_size=64, epochs_naive=1)
+    object.__setattr__(one, "p", 1)
+    with pytest.raises(LearnedNothing, match="multi_similarity"):
+        train(TrainJob(domains, NaiveFusion(one), seed=0), out_dir=tmp_path / "ms", progress=False)

@@ -251,6 +251,28 @@ def test_cache_written_reused_and_atomic(domains, tmp_path, monkeypatch):
     assert not target.exists()
 
 
+def test_a_damaged_or_stale_cache_file_is_moved_aside_and_made_again(domains, tmp_path, monkeypatch,
+                                                                      capsys):
+    monkeypatch.setenv("UE_CACHE", str(tmp_path))
+    kwargs = dict(scenes_per_split={"train": 6, "test": 4}, seed=2, **SMALL)
+    first = load_scenes(domains, **kwargs)
+    path = scenes_module.cache_file(domains, **kwargs)
+    other = load_scenes(domains, **{**kwargs, "seed": 5})  # another set, another file
+    truncated = path.read_bytes()[:1000]
+    stale = scenes_module.cache_file(domains, **{**kwargs, "seed": 5}).read_bytes()
+    for damaged, why in ((truncated, "could not be read (BadZipFile"),
+                         (stale, "it holds other scenes than its name says")):
+        path.write_bytes(damaged)
+        capsys.readouterr()
+        _assert_same(first, load_scenes(domains, **kwargs))
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"ue: rebuilding {path}: ") and why in lines[0]
+        assert path.with_name(path.name + ".corrupt").read_bytes() == damaged
+    _assert_same(other, load_scenes(domains, **{**kwargs, "seed": 5}))
+    monkeypatch.setattr(scenes_module, "make_scenes", None)  # the file made again is read back
+    _assert_same(first, load_scenes(domains, **kwargs))
+
+
 # ----------------------------------------------------------------------------- errors
 
 @pytest.mark.parametrize("kwargs, match", [

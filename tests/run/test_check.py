@@ -246,3 +246,41 @@ def test_timings_are_never_compared(recorded, tmp_path):
     slower = results.assign(value=results.value.where(results.metric != "search_us", 99.0))
     ok, table = check(_run(tmp_path, "slower", slower), baseline)
     assert ok and "search_us" not in set(table.metric)
+
+
+@pytest.mark.parametrize("damage, message", [
+    # a baseline row whose seed is null, or missing
+    (lambda rows: rows[4].update(seed=None), "baseline {baseline}: row 5 of its rows (notebook "
+     f"{NB1}, model naive, domain fashion, metric map@r) has no seed, not an integer; re-record it"),
+    (lambda rows: rows[0].pop("seed"), "baseline {baseline}: row 1 of its rows"),
+    (lambda rows: rows[2].update(epoch="late"), "row 3 of its rows (notebook "
+     f"{NB1}, model naive, domain omniglot, metric mmp@5) has epoch 'late', not an integer or empty"),
+])
+def test_a_damaged_baseline_row_is_named(recorded, tmp_path, capsys, damage, message):
+    from ue_lib.cli import main
+
+    run, baseline, _ = recorded
+    stored = json.loads(baseline.read_text())
+    damage(stored["rows"])
+    baseline.write_text(json.dumps(stored))
+    assert main(["check", str(run), "--baseline", str(baseline)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ue check: error: ") and err.count("\n") == 1  # one line, no traceback
+    assert message.format(baseline=baseline) in err
+
+
+def test_a_results_row_without_a_seed_is_named(recorded, tmp_path, capsys):
+    from ue_lib.cli import main
+
+    _, baseline, results = recorded
+    results = results.astype({"seed": object})
+    results.loc[4, "seed"] = ""  # written as an empty field
+    run = _run(tmp_path, "noseed", results)
+    for argv in (["check", str(run), "--baseline", str(baseline)],
+                 ["check", str(run), "--baseline", str(tmp_path / "new.json"), "--record"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert f"ue check: error: {run / 'results.csv'} line 6 (notebook {NB1}, model naive, " \
+               f"domain omniglot, metric map@r) has no seed, not an integer; run the same " \
+               f"`ue run` command again to rebuild results.csv" in err

@@ -82,3 +82,57 @@ def test_missing_lists_only_what_is_not_trained(tmp_path):
     assert not list((tmp_path / "models").glob("*/*"))  # planning trained nothing
     make(folder, 1)
     assert folder.missing(make, [(0,), (1,)]) == [(0,)]
+
+
+KILLED_PARENT = """
+import sys, time
+sys.path.insert(0, {tests!r})
+{setup}
+print("ready", flush=True)
+time.sleep(600)
+"""
+POOL = """
+from helpers import sleeping_task
+import ue_lib.runfolder as rf
+from ue_lib.spec import RunSpec
+rf.caches_features = lambda profile: False  # no trunk features to compute first
+folder = rf.RunFolder(RunSpec(profile="smoke", out_dir={out!r}, overrides={{"workers": 2}}),
+                      "07_semantic_granularity", progress=False)
+import threading
+threading.Thread(target=folder.map, args=(sleeping_task, [({out!r},), ({out!r},)]), daemon=True).start()
+while len(list(__import__("pathlib").Path({out!r}).glob("[0-9]*"))) < 2:
+    time.sleep(0.2)
+"""
+DASK = """
+from ue_lib.sweep import local_cluster
+cluster = local_cluster(2)
+"""
+
+
+@pytest.mark.parametrize("setup", [POOL, DASK], ids=["RunFolder.map", "ue sweep's Dask cluster"])
+def test_a_killed_parents_workers_are_gone_within_10_s(tmp_path, setup):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from helpers import alive, process_tree
+
+    script = KILLED_PARENT.format(tests=str(Path(__file__).parents[1]),
+                                  setup=setup.format(out=str(tmp_path)))
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout.readline().strip() == "ready"
+        workers = process_tree(parent.pid)
+        assert len(workers) >= 2  # the two workers (and the pool's resource tracker)
+    finally:
+        os.kill(parent.pid, signal.SIGKILL)  # as kill -9, an OOM kill or a dead kernel would
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while any(alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [p for p in workers if alive(p)]
+    for p in left:  # do not leave them to the next test
+        os.kill(p, signal.SIGKILL)
+    assert not left, f"{len(left)} of {len(workers)} child processes outlived their parent by 10 s"

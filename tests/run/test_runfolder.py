@@ -50,3 +50,32 @@ def test_record_keeps_and_saves_rows_and_rows_of_only_returns_them(tmp_path):
     assert set(saved.epoch[~saved.metric.str.endswith("_curve")]) == {result.best_epoch}
     run.add_rows(shown)  # the same rows again: nothing is added
     assert len(pd.read_csv(tmp_path / "results" / "01_t.csv")) == len(saved)
+
+
+def test_a_notebook_run_from_notebooks_writes_to_the_repositorys_runs(tmp_path, monkeypatch, capsys):
+    from ue_lib.data import core, resolve_data_root
+    from ue_lib.runfolder import in_repository
+
+    repo = tmp_path / "repo"  # a repository: pyproject.toml and notebooks/ beside ue_lib
+    (repo / "notebooks").mkdir(parents=True)
+    (repo / "pyproject.toml").write_text("[project]\nname = 'ue_lib'\n")
+    monkeypatch.setattr(core, "CHECKOUT", repo)
+    monkeypatch.chdir(repo / "notebooks")  # where Jupyter starts the kernel
+    monkeypatch.setenv("UE_DATA", "")  # not set (and restored after the test)
+    defaults = {"profile": "smoke", "out_dir": "runs/mini", "seed": 0, "domains": "",
+                "overrides": {}, "models_dir": "", "notebook": "02_specialists"}
+    run = RunFolder.for_notebook(defaults)
+    assert run.out_dir == repo / "runs" / "mini" and run.models_root == repo / "runs" / "mini" / "models"
+    assert (repo / "runs" / "mini" / "profiles" / "02_specialists.json").is_file()
+    assert not (repo / "notebooks" / "runs").exists()
+    assert resolve_data_root() == repo / "data"  # the repository's data/, not notebooks/data
+    assert f"run folder {repo / 'runs' / 'mini'}" in capsys.readouterr().out
+
+    # under `ue run` the folders are absolute and $UE_DATA is set: nothing changes
+    monkeypatch.setenv("UE_DATA", str(tmp_path / "shared"))
+    run = RunFolder.for_notebook({**defaults, "out_dir": str(tmp_path / "r"),
+                                  "models_dir": str(tmp_path / "m")})
+    assert run.out_dir == tmp_path / "r" and run.models_root == tmp_path / "m"
+    assert resolve_data_root() == tmp_path / "shared"
+    monkeypatch.setattr(core, "CHECKOUT", tmp_path / "site-packages")  # an installed ue_lib
+    assert in_repository(defaults) == {k: v for k, v in defaults.items() if k != "notebook"}

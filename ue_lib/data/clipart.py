@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..io import atomic_write
+from ..io import atomic_write, read_or_build
 from .core import (
     DataCorruptError,
     DataNotFoundError,
@@ -441,23 +441,26 @@ def cache_file(source: Source, size: int = RENDER_SIZE) -> Path:
     return user_cache_dir("clipart") / f"clipart-{size}px-{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
 
 
+def _read_renders(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as npz:
+        return {k: npz[k] for k in _CACHED}
+
+
 def cached_renders(source: Source, size: int = RENDER_SIZE) -> tuple[dict[str, np.ndarray], Path]:
-    """The renders of a source: read from the cache, or rendered and written there."""
+    """The renders of a source: read from the cache, or rendered and written there (a damaged
+    cache file is moved aside first, `ue_lib.io.read_or_build`)."""
     path = cache_file(source, size)
-    if path.is_file():
+
+    def render() -> dict[str, np.ndarray]:
+        renders = render_all(source, size)
         try:
-            with np.load(path, allow_pickle=False) as npz:
-                renders = {k: npz[k] for k in _CACHED}
-            return renders, path
-        except Exception as exc:  # a damaged or outdated cache file is rebuilt
-            log.warning("clipart: cache file %s unreadable (%s); rendering again", path, exc)
-    renders = render_all(source, size)
-    try:
-        atomic_write(path, lambda tmp: np.savez_compressed(tmp, **renders))
-    except OSError as exc:
-        log.warning("clipart: cannot write the render cache %s (%s); set UE_CACHE to a "
-                    "writable folder to avoid rendering again", path, exc)
-    return renders, path
+            atomic_write(path, lambda tmp: np.savez_compressed(tmp, **renders))
+        except OSError as exc:
+            log.warning("clipart: cannot write the render cache %s (%s); set UE_CACHE to a "
+                        "writable folder to avoid rendering again", path, exc)
+        return renders
+
+    return read_or_build(path, _read_renders, render), path
 
 
 # ----------------------------------------------------------------------------- selection

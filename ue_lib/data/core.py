@@ -179,6 +179,19 @@ class Domain:
 
 # ----------------------------------------------------------------------------- data root
 
+CHECKOUT = Path(__file__).resolve().parents[2]  # the folder holding the ue_lib package
+
+
+def repository_root() -> Path | None:
+    """The project's repository this ue_lib runs from: `CHECKOUT` when it holds the project
+    (pyproject.toml and notebooks/: a clone, installed editable), else None (an installed
+    copy). `ue run` finds the notebooks there, and a notebook run directly in Jupyter its run
+    folder and data root (`ue_lib.runfolder.RunFolder.for_notebook`), whatever its working
+    directory."""
+    found = (CHECKOUT / "pyproject.toml").is_file() and (CHECKOUT / "notebooks").is_dir()
+    return CHECKOUT if found else None
+
+
 def resolve_data_root(root: str | os.PathLike | None = None) -> Path:
     """Data root: explicit argument, else the `UE_DATA` environment variable, else ./data."""
     if root is not None and str(root) != "":

@@ -28,6 +28,7 @@ from .registry import (
     loss_defaults,
     make_distillation_loss,
     make_metric_loss,
+    needs_negatives,
     register_metric_loss,
 )
 
@@ -48,6 +49,7 @@ __all__ = [
     "SoftBinomialDevianceLoss",
     "TripletLoss",
     "check_loss_params",
+    "needs_negatives",
     "loss_defaults",
     "make_distillation_loss",
     "make_metric_loss",

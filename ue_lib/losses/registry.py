@@ -52,6 +52,13 @@ def register_metric_loss(name: str, factory: Callable[..., nn.Module], proxy: bo
         _PROXY_LOSSES.add(name)
 
 
+def needs_negatives(name: str) -> bool:
+    """Whether metric loss `name` learns only from pairs within a batch, so that a batch of one
+    class (no negative pair) gives it nothing: every registered loss but the proxy losses,
+    whose class prototypes are negatives of their own."""
+    return name in METRIC_LOSSES and name not in _PROXY_LOSSES
+
+
 def make_metric_loss(name: str, num_classes: int | None = None,
                      embedding_dim: int | None = None, **kwargs: Any) -> nn.Module:
     """Build ``METRIC_LOSSES[name](**kwargs)``; ``num_classes``/``embedding_dim`` go only to

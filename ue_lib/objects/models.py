@@ -1,6 +1,7 @@
 """The object-embedding system's data and models in a run folder (`ue_lib.runfolder.RunFolder`):
 each seed's scenes (cached), its guided students (kept with the run's models like any other) and
-its detector (kept in ``models/detector/``), each made when missing and reused when present."""
+its detector (kept in ``models/detector/``), each made when missing and reused when present (and
+made again when its file cannot be read, the damaged file moved aside)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 
 from ..config import ModelSettings
 from ..data import Domain
-from ..io import torch_save
+from ..io import read_or_build, torch_save
 from ..models import trunk_key
 from ..training import TrainResult
 from .detector import DETECTOR_VERSION, ObjectDetector, train_detector
@@ -55,14 +56,20 @@ def detector(folder, maps: torch.Tensor, scenes: SceneSet, roi: dict, source: di
                                   trunk_key(ModelSettings.part_of(p), scenes.side), scenes_file,
                                   seed)).encode()).hexdigest()[:10]
     path = folder.models_root / "detector" / f"seed{seed}-{digest}.pt"
-    made = ObjectDetector(maps.shape[1], settings)
-    if path.is_file():
+
+    def read(path) -> tuple[ObjectDetector, float]:
         saved = torch.load(path, map_location="cpu", weights_only=True)
+        made = ObjectDetector(maps.shape[1], settings)
         made.load_state_dict(saved["weights"])
-    else:
+        return made, float(saved["seconds"])
+
+    def make() -> tuple[ObjectDetector, float]:
         start = time.perf_counter()
         made, losses = train_detector(maps, scene_boxes(scenes), scenes.side, settings, seed)
         saved = {"weights": made.state_dict(), "losses": losses,
                  "seconds": time.perf_counter() - start}
         torch_save(saved, path)
-    return made.eval(), float(saved["seconds"])
+        return made, float(saved["seconds"])
+
+    made, seconds = read_or_build(path, read, make)  # a damaged file is moved aside, trained again
+    return made.eval(), seconds

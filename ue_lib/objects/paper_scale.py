@@ -18,7 +18,7 @@ from ..data.files import BoxCrops, ImageFiles, is_file_backed
 from ..data.transforms import view_box
 from ..device import to_input
 from ..evaluate import embed, split_metrics
-from ..io import RESULT_COLUMNS, result_rows
+from ..io import RESULT_COLUMNS, read_named, result_rows
 from ..models import EfficientNetLite0, EmbeddingNet, SmallCNN
 from ..universal import models as universal
 from .trunk import box_features, pool_map
@@ -99,7 +99,8 @@ def coco_detector(weights: str, min_size: int):
         raise FileNotFoundError(f"objects_coco_weights: no file {path}; pass a state_dict of "
                                 f"fasterrcnn_resnet50_fpn_v2 or \"coco\" to download it")
     det = fasterrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, **kwargs)
-    det.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    det.load_state_dict(read_named(path, lambda p: torch.load(p, map_location="cpu", weights_only=True),
+                                   "objects_coco_weights file"))
     return det.eval()
 
 

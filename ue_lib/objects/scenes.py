@@ -83,7 +83,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from ..data.core import Domain, user_cache_dir
 from ..data.files import is_file_backed
-from ..io import atomic_write
+from ..io import Stale, atomic_write, read_or_build
 
 log = logging.getLogger(__name__)
 
@@ -626,25 +626,35 @@ def load_scenes(domains: dict[str, Domain], *, scenes_per_split: dict[str, int] 
                 cache: bool = True, **params) -> dict[str, SceneSet]:
     """:func:`make_scenes`, cached: read the scene set from ``user_cache_dir("scenes")`` when
     one was made from the same inputs, else make it and write it there atomically (a temporary
-    file renamed over the target). An unreadable cache file is made again; a cache folder that
+    file renamed over the target). A cache file that cannot be read, or holds other splits or
+    parameters, is moved aside and made again (`ue_lib.io.read_or_build`); a cache folder that
     cannot be written is logged, not fatal. `params` are make_scenes' keyword arguments."""
     if not cache:
         return make_scenes(domains, scenes_per_split=scenes_per_split, **params)
     path = cache_file(domains, scenes_per_split, **params)
-    if path.is_file():
+    counts = _counts(scenes_per_split)
+    stored = json.loads(json.dumps(scene_params(**params), sort_keys=True))
+
+    def read(path: Path) -> dict[str, SceneSet]:
+        with np.load(path, allow_pickle=False) as npz:
+            splits = [str(s) for s in npz["splits"].tolist()]
+            scenes = {s: SceneSet.from_arrays(npz, s, s) for s in splits}
+        found = {s: len(ss.images) for s, ss in scenes.items()}
+        if found != counts or any(ss.params != stored for ss in scenes.values()):
+            raise Stale(f"it holds other scenes than its name says ({found} scenes per split, "
+                        f"not {counts}, or other parameters)")
+        return scenes
+
+    def make() -> dict[str, SceneSet]:
+        scenes = make_scenes(domains, scenes_per_split=scenes_per_split, **params)
+        arrays = {"splits": np.asarray(list(scenes), dtype=str)}
+        for split, ss in scenes.items():
+            arrays.update(ss.to_arrays(split))
         try:
-            with np.load(path, allow_pickle=False) as npz:
-                splits = [str(s) for s in npz["splits"].tolist()]
-                return {s: SceneSet.from_arrays(npz, s, s) for s in splits}
-        except Exception as exc:  # a damaged or outdated cache file is made again
-            log.warning("scenes: cache file %s unreadable (%s); making the scenes again", path, exc)
-    scenes = make_scenes(domains, scenes_per_split=scenes_per_split, **params)
-    arrays = {"splits": np.asarray(list(scenes), dtype=str)}
-    for split, ss in scenes.items():
-        arrays.update(ss.to_arrays(split))
-    try:
-        atomic_write(path, lambda tmp: np.savez_compressed(tmp, **arrays))
-    except OSError as exc:
-        log.warning("scenes: cannot write the cache %s (%s); set UE_CACHE to a writable folder "
-                    "to avoid making the scenes again", path, exc)
-    return scenes
+            atomic_write(path, lambda tmp: np.savez_compressed(tmp, **arrays))
+        except OSError as exc:
+            log.warning("scenes: cannot write the cache %s (%s); set UE_CACHE to a writable "
+                        "folder to avoid making the scenes again", path, exc)
+        return scenes
+
+    return read_or_build(path, read, make)

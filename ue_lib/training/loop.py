@@ -135,6 +135,10 @@ def _optimizer(p: CoreSettings, params) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
 
 
+class LearnedNothing(ValueError):
+    """A training whose loss gave nothing to learn from (`_Trainer._check_learns`)."""
+
+
 class _Trainer:
     """The state of one training: network, objective, optimiser, sampler, history, selection."""
 
@@ -247,6 +251,8 @@ class _Trainer:
             self.ctx.all_reduce_grads(self.objective.parameters())  # the network's own: DDP does it
             self.opt.step()
             sums[name].append(loss.item())
+        if epoch == 0:
+            self._check_learns([v for values in sums.values() for v in values])
         if self.sched is not None:
             self.sched.step()
         self.history += [{"epoch": epoch + 1, "domain": n, "split": "train", "metric": "loss",
@@ -254,6 +260,19 @@ class _Trainer:
         # the training budget: batches of each domain this epoch (the budget tables of the notebooks)
         self.history += [{"epoch": epoch + 1, "domain": n, "split": "train", "metric": "batches",
                           "value": float(len(v))} for n, v in sums.items()]
+
+    def _check_learns(self, losses: list[float]) -> None:
+        """Stop a training whose first epoch's loss was exactly 0.0, or one and the same value,
+        on every batch (of two or more): no batch gave a gradient to learn from, as when one
+        class per batch (`p` 1) leaves a pair loss without negatives."""
+        if len(losses) < 2 or len(set(losses)) > 1:
+            return
+        p = self.job.profile
+        raise LearnedNothing(
+            f"{self.objective.folder} ({self.objective.describe()}) learned nothing: its loss was "
+            f"{losses[0]} on every one of the {len(losses)} batches of epoch 1; check the batch "
+            f"(-p p {p.p}: classes per batch, -p k {p.k}: images per class), the loss's "
+            f"parameters and the learning rate (-p lr {p.lr})")
 
     def after_epoch(self, done: int) -> float | None:
         """Evaluate when due; returns the validation score then."""

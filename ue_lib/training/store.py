@@ -2,7 +2,8 @@
 and its fingerprint), :class:`TrainResult` (a trained model with its curves) and
 :class:`ModelStore` (a model's folder), the one place that decides reuse: a finished model is
 returned only when the fingerprints match, and a checkpoint is resumed only from a run with the
-same fingerprint.
+same fingerprint. A `model.pt` or `checkpoint.pt` that cannot be read is moved aside
+(`ue_lib.io.read_derived`) and made again: resumed from a readable checkpoint, else retrained.
 """
 
 from __future__ import annotations
@@ -20,12 +21,16 @@ import torch
 from ..config import ModelSettings
 from ..data import Domain
 from ..data.files import is_file_backed
-from ..io import atomic_write_text, torch_save
+from ..io import Stale, atomic_write_text, read_derived, read_named, rebuild_failed, torch_save
 from ..models import EmbeddingNet, build_model
 from ..settings import CoreSettings
 from .objective import Objective
 
 CHECKPOINT, FINAL, HISTORY = "checkpoint.pt", "model.pt", "history.csv"
+# what a checkpoint (the training loop's state) and a finished model's file must hold
+CHECKPOINT_KEYS = ("epoch", "model", "objective", "optimizer", "scheduler", "history", "best",
+                   "fingerprint")
+FINAL_KEYS = ("model", "best_epoch", "config", "fingerprint", "history", "final")
 # the profile settings every model's numbers depend on (besides model, optimiser and objective)
 TRAIN_SETTINGS = ("p", "k", "batches_per_domain", "eval_every", "eval_batch_size", "augment",
                   "device", "amp", "threads")
@@ -101,34 +106,68 @@ class TrainJob:
 
 class ModelStore:
     """A model's folder: `checkpoint.pt` while it trains, `model.pt` and `history.csv` when done.
-    The one place that decides whether a model is reused (only with the same fingerprint)."""
+    The one place that decides whether a model is reused (only with the same fingerprint).
+
+    A file that cannot be read is moved aside and made again (`healed` names it). One with
+    another fingerprint is too when the folder is named by the fingerprint (a run folder's
+    ``<name>-<fingerprint[:10]>``: the file is not what its name says); in a folder the caller
+    chose it is refused, a model of other settings the caller may still want."""
 
     def __init__(self, folder: str | Path | None, fingerprint: str, writes: bool = True):
         self.folder = Path(folder) if folder is not None else None
         self.fingerprint, self.writes = fingerprint, writes and folder is not None
+        self.healed: Path | None = None  # the last file moved aside, being made again
+
+    def _read(self, name: str, reader):
+        """`reader(path)` of the folder's file `name`; None when missing or moved aside."""
+        if self.folder is None or not (self.folder / name).is_file():
+            return None
+        keyed = self.folder.name.endswith(f"-{self.fingerprint[:10]}")
+        out = read_derived(self.folder / name, lambda p: reader(p, self.fingerprint if keyed else None))
+        if out is None:
+            self.healed = self.folder / name
+        return out
+
+    def _refuse_other(self, name: str, stored: str, fix: str) -> None:
+        if stored != self.fingerprint:
+            raise ValueError(f"{self.folder / name} was {fix}")
 
     def finished(self) -> TrainResult | None:
-        if self.folder is None or not (self.folder / FINAL).is_file():
+        read = self._read(FINAL, _read_final)
+        if read is None:
             return None
-        return load_result(self.folder, expect_fingerprint=self.fingerprint)
+        self._refuse_other(FINAL, read[0], "trained with other settings or data; use another output "
+                                           "folder or delete it to retrain")
+        return read[1]
 
     def checkpoint(self, device: torch.device) -> dict | None:
-        if self.folder is None or not (self.folder / CHECKPOINT).is_file():
+        state = self._read(CHECKPOINT, lambda p, want: _read_state(p, device, CHECKPOINT_KEYS, want))
+        if state is None:
             return None
-        state = torch.load(self.folder / CHECKPOINT, map_location=device, weights_only=False)
-        if state["fingerprint"] != self.fingerprint:
-            raise ValueError(f"{self.folder / CHECKPOINT} was written by a run with other settings "
-                             f"or data; use another output folder or delete it to start afresh")
+        self._refuse_other(CHECKPOINT, state["fingerprint"], "written by a run with other settings "
+                           "or data; use another output folder or delete it to start afresh")
         return state
 
     @contextlib.contextmanager
     def training(self):
-        """Held while this process trains the model: an exclusive lock on ``<folder>/.lock``
-        (``fcntl.flock``), so that two processes that need the same missing model (two sweep
-        points on Dask workers, two notebooks' worker pools) do not train it at once: the
-        second waits, then finds it finished. No folder, or a process that does not write: no
-        lock. `train` takes none under torchrun (rank 0 waiting on a lock would leave the other
-        ranks waiting in a collective)."""
+        """Held while this process trains the model: the folder's lock (`_locked`). An error
+        while a file moved aside is made again names it (`ue_lib.io.rebuild_failed`)."""
+        with self._locked():
+            try:
+                yield
+            except Exception as exc:
+                error = exc if self.healed is None else rebuild_failed(self.healed, exc)
+                if error is exc:
+                    raise
+                raise error from exc
+
+    @contextlib.contextmanager
+    def _locked(self):
+        """An exclusive lock on ``<folder>/.lock`` (``fcntl.flock``), so that two processes that
+        need the same missing model (two sweep points on Dask workers, two notebooks' worker
+        pools) do not train it at once: the second waits, then finds it finished. No folder, or
+        a process that does not write: no lock. `train` takes none under torchrun (rank 0
+        waiting on a lock would leave the other ranks waiting in a collective)."""
         if not self.writes:
             yield
             return
@@ -159,16 +198,36 @@ class ModelStore:
         (self.folder / CHECKPOINT).unlink(missing_ok=True)
 
 
-def load_result(out_dir: str | Path, expect_fingerprint: str | None = None) -> TrainResult:
-    """Load a finished model written by `train(..., out_dir=...)`."""
-    out = Path(out_dir)
-    state = torch.load(out / FINAL, map_location="cpu", weights_only=False)
-    if expect_fingerprint is not None and state["fingerprint"] != expect_fingerprint:
-        raise ValueError(f"{out / FINAL} was trained with other settings or data; use another "
-                         f"output folder or delete it to retrain")
+def _read_state(path: Path, device, keys: tuple[str, ...], want: str | None) -> dict:
+    """A checkpoint or model file as a dict holding `keys`; Stale when `want` is given and its
+    stored fingerprint is another."""
+    state = torch.load(path, map_location=device, weights_only=False)
+    if not isinstance(state, dict) or not set(keys) <= set(state):
+        raise ValueError(f"it is not a {path.name} (it lacks some of {', '.join(keys)})")
+    if want is not None and state["fingerprint"] != want:
+        raise Stale(f"it holds fingerprint {str(state['fingerprint'])[:10]}…, not the one its "
+                    f"folder is named by ({want[:10]}…)")
+    return state
+
+
+def _read_final(path: Path, want: str | None = None) -> tuple[str, TrainResult]:
+    """A finished model's file: its stored fingerprint and the model (see `_read_state`)."""
+    state = _read_state(path, "cpu", FINAL_KEYS, want)
     model = build_model(ModelSettings.from_dict(state["config"]["model"]))
     model.load_state_dict(state["model"])
     model.eval()
-    return TrainResult(model, pd.DataFrame(state["history"]), state["best_epoch"],
-                       pd.DataFrame(state["final"]), float(state.get("seconds", 0.0)), state["config"],
-                       loaded=True, kept=state.get("kept"))
+    return state["fingerprint"], TrainResult(
+        model, pd.DataFrame(state["history"]), state["best_epoch"], pd.DataFrame(state["final"]),
+        float(state.get("seconds", 0.0)), state["config"], loaded=True, kept=state.get("kept"))
+
+
+def load_result(out_dir: str | Path, expect_fingerprint: str | None = None) -> TrainResult:
+    """Load a finished model written by `train(..., out_dir=...)`; a file that cannot be read is
+    an UnreadableFileError naming it (`train` with the same job makes it again)."""
+    path = Path(out_dir) / FINAL
+    stored, result = read_named(path, _read_final, "the model file",
+                                "run the training again to make it (the damaged file is moved aside)")
+    if expect_fingerprint is not None and stored != expect_fingerprint:
+        raise ValueError(f"{path} was trained with other settings or data; use another "
+                         f"output folder or delete it to retrain")
+    return result
