@@ -21,13 +21,29 @@ import time
 INTERVAL = 0.5  # seconds between checks: a worker outlives its parent by at most about this
 
 
-def watch_parent(interval: float = INTERVAL) -> int:
-    """Start watching this process's parent (once per process); returns the parent's PID."""
-    parent = os.getppid()
+PARENT_VAR = "UE_LIFELINE_PARENT"  # the PID a worker must outlive no more than INTERVAL
+
+
+def watch_parent(parent: int | None = None, interval: float = INTERVAL) -> int:
+    """Start watching this process's parent (once per process); returns the parent's PID.
+    `parent` (or $UE_LIFELINE_PARENT, which `announce_parent` sets for the children to come) is
+    the PID of the process that started this one, as that process saw it: a worker spends seconds
+    importing before it gets here, and if its parent died meanwhile, `os.getppid()` is already
+    the reaper's PID (1), not the parent's. Without either, the parent is the present one."""
+    if parent is None and os.environ.get(PARENT_VAR, "").isdigit():
+        parent = int(os.environ[PARENT_VAR])
+    if parent is None:
+        parent = os.getppid()
     if not any(t.name == "ue-lifeline" for t in threading.enumerate()):
         threading.Thread(target=_watch, args=(parent, interval), daemon=True,
                          name="ue-lifeline").start()
     return parent
+
+
+def announce_parent() -> None:
+    """Tell the child processes this one starts from now on (they inherit the environment)
+    that it is their parent (`watch_parent`)."""
+    os.environ[PARENT_VAR] = str(os.getpid())
 
 
 def _watch(parent: int, interval: float) -> None:

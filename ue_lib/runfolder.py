@@ -239,7 +239,7 @@ class RunFolder:
         start = time.perf_counter()
         pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_start_worker,
-                                   initargs=(self.spec.to_parameters(), self.notebook))
+                                   initargs=(self.spec.to_parameters(), self.notebook, os.getpid()))
         try:
             futures = [pool.submit(_in_worker, function, args) for args in items]
             results = [f.result() for f in futures]
@@ -375,8 +375,8 @@ class MissingModel(Exception):
 _WORKER: dict = {}  # the run folder of a worker process of `RunFolder.map`
 
 
-def _start_worker(parameters: dict, notebook: str) -> None:
-    watch_parent()  # a killed kernel takes its workers along (`ue_lib.lifeline`)
+def _start_worker(parameters: dict, notebook: str, parent: int) -> None:
+    watch_parent(parent)  # a killed kernel takes its workers along (`ue_lib.lifeline`)
     spec = RunSpec.from_parameters(parameters)
     torch.manual_seed(spec.seed)
     np.random.seed(spec.seed)

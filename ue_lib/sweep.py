@@ -32,6 +32,7 @@ import pandas as pd
 
 from .data import resolve_data_root
 from .io import SWEEP_SPEC, SWEEP_TABLE, atomic_write_text, slug
+from .lifeline import announce_parent
 from .profiles import setting_path
 from .runner import RunError, list_notebooks, run
 from .spec import RunSpec
@@ -164,6 +165,7 @@ def local_cluster(workers: int):
     thread each, on the loopback interface, each ending with this process (`ue_lib.lifeline`)."""
     from distributed import LocalCluster
 
+    announce_parent()  # the workers' preload (`ue_lib.lifeline.dask_setup`) watches this process
     return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                         dashboard_address=None, preload=["ue_lib.lifeline"])
 

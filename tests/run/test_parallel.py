@@ -103,13 +103,28 @@ threading.Thread(target=folder.map, args=(sleeping_task, [({out!r},), ({out!r},)
 while len(list(__import__("pathlib").Path({out!r}).glob("[0-9]*"))) < 2:
     time.sleep(0.2)
 """
+POOL_STARTING = """
+from helpers import process_tree, sleeping_task
+import os
+import ue_lib.runfolder as rf
+from ue_lib.spec import RunSpec
+rf.caches_features = lambda profile: False
+folder = rf.RunFolder(RunSpec(profile="smoke", out_dir={out!r}, overrides={{"workers": 2}}),
+                      "07_semantic_granularity", progress=False)
+import threading
+threading.Thread(target=folder.map, args=(sleeping_task, [({out!r},), ({out!r},)]), daemon=True).start()
+while len(process_tree(os.getpid())) < 3:  # two workers and the resource tracker, still importing
+    time.sleep(0.05)
+"""
 DASK = """
 from ue_lib.sweep import local_cluster
 cluster = local_cluster(2)
 """
 
 
-@pytest.mark.parametrize("setup", [POOL, DASK], ids=["RunFolder.map", "ue sweep's Dask cluster"])
+@pytest.mark.parametrize("setup", [POOL, POOL_STARTING, DASK],
+                         ids=["RunFolder.map", "RunFolder.map, workers still starting",
+                              "ue sweep's Dask cluster"])
 def test_a_killed_parents_workers_are_gone_within_10_s(tmp_path, setup):
     import signal
     import subprocess
