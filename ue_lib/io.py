@@ -186,12 +186,14 @@ def rebuild_failed(path: str | os.PathLike, exc: Exception) -> Exception:
 
 
 @contextlib.contextmanager
-def rebuilding(path: str | os.PathLike, active: bool = True):
-    """Name `path` in an error raised inside (when `active`: the file was moved aside)."""
+def rebuilding(path: str | os.PathLike | Callable[[], str | os.PathLike | None], active: bool = True):
+    """Name `path` in an error raised inside (when `active`: the file was moved aside). `path`
+    may be a function giving it when the error comes, None when nothing was moved aside."""
     try:
         yield
     except Exception as exc:
-        error = rebuild_failed(path, exc) if active else exc
+        where = path() if callable(path) else path
+        error = rebuild_failed(where, exc) if active and where is not None else exc
         if error is exc:
             raise
         raise error from exc

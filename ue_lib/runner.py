@@ -256,16 +256,21 @@ def _not_kernel_died(record: logging.LogRecord) -> bool:
 # ---- what a finished notebook's marker records of its results file (`ue run` reruns a
 # notebook whose file no longer matches: results are never merged half-written)
 
+def _marker(path: Path) -> dict | None:
+    """A done marker's record (a dict), or None: missing, unreadable, or of an older ue_lib."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def _done_record(marker: Path, digest: str) -> dict | None:
     """The marker of a notebook that ran with these parameters and this notebook file:
     {"digest", "results": `results_record`}; None when it has not (a marker of an older
     ue_lib, holding only the digest, counts as not run: the notebook runs again)."""
-    try:
-        record = json.loads(marker.read_text())
-    except (OSError, ValueError):
-        return None
-    ok = isinstance(record, dict) and record.get("digest") == digest and "results" in record
-    return record if ok else None
+    record = _marker(marker)
+    return record if record and record.get("digest") == digest and "results" in record else None
 
 
 def _unreadable(exc: ValueError) -> str:
@@ -273,13 +278,9 @@ def _unreadable(exc: ValueError) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def _read_results_file(path: Path, data: bytes | None = None) -> pd.DataFrame:
-    """A notebook's results file (or `data`, its bytes); RunError naming it when it cannot be
-    parsed."""
-    try:
-        return pd.read_csv(BytesIO(path.read_bytes() if data is None else data))
-    except ValueError as exc:  # pandas' ParserError and EmptyDataError, UnicodeDecodeError
-        raise RunError(f"the results file {path} cannot be read ({_unreadable(exc)})") from exc
+def _parse(data: bytes) -> pd.DataFrame:
+    """A results file's bytes as a table; ValueError (pandas') when they cannot be parsed."""
+    return pd.read_csv(BytesIO(data))
 
 
 def results_record(path: Path) -> dict | None:
@@ -288,21 +289,26 @@ def results_record(path: Path) -> dict | None:
     if not path.is_file():
         return None
     data = path.read_bytes()
-    return {"rows": len(_read_results_file(path, data)), "sha256": hashlib.sha256(data).hexdigest()}
+    try:
+        rows = len(_parse(data))
+    except ValueError as exc:  # pandas' ParserError and EmptyDataError, UnicodeDecodeError
+        raise RunError(f"the results file {path} cannot be read ({_unreadable(exc)})") from exc
+    return {"rows": rows, "sha256": hashlib.sha256(data).hexdigest()}
 
 
-def results_change(path: Path, recorded: dict | None) -> str:
-    """'' when the results file is the one recorded when its notebook finished, else how it
-    changed ('its results file changed since it ran (222 rows recorded, 122 found)')."""
+def results_change(path: Path, recorded: dict | None, data: bytes | None = None) -> str:
+    """'' when the results file (its bytes `data`, read here when not given) is the one
+    recorded when its notebook finished, else how it changed ('its results file changed since
+    it ran (222 rows recorded, 122 found)')."""
     if not isinstance(recorded, dict):
         return ""
-    if not path.is_file():
+    if data is None and not path.is_file():
         return f"its results file {path} is missing ({recorded.get('rows')} rows recorded)"
-    data = path.read_bytes()
+    data = path.read_bytes() if data is None else data
     if hashlib.sha256(data).hexdigest() == recorded.get("sha256"):
         return ""
     try:
-        rows = len(pd.read_csv(BytesIO(data)))
+        rows = len(_parse(data))
     except ValueError as exc:
         return f"its results file {path} cannot be read ({_unreadable(exc)}) since it ran"
     return f"its results file changed since it ran ({recorded.get('rows')} rows recorded, {rows} found)"
@@ -316,17 +322,16 @@ def collect_results(out: Path, books: list[Path]) -> pd.DataFrame:
         path = out / "results" / f"{book.stem}.csv"
         if not path.is_file():
             continue
-        marker = out / "notebooks" / f".{book.stem}.done"
-        try:
-            recorded = json.loads(marker.read_text()).get("results")
-        except (OSError, ValueError, AttributeError):
-            recorded = None  # not finished here, or by an older ue_lib: nothing to compare
+        # no marker (not finished here, or by an older ue_lib): nothing to compare with
+        recorded = (_marker(out / "notebooks" / f".{book.stem}.done") or {}).get("results")
         fix = (f"run notebook {book.stem} again (the same `ue run` command, with --only "
                f"{book.stem[:2]} or without --only)")
-        if changed := results_change(path, recorded):
+        data = path.read_bytes()
+        if changed := results_change(path, recorded, data):
             raise RunError(f"{book.stem}: {changed}; {fix}")
         try:
-            parts.append(_read_results_file(path))
-        except RunError as exc:
-            raise RunError(f"{exc}; {fix}") from exc
+            parts.append(_parse(data))
+        except ValueError as exc:
+            raise RunError(f"the results file {path} cannot be read ({_unreadable(exc)}); "
+                           f"{fix}") from exc
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=RESULT_COLUMNS)

@@ -21,7 +21,7 @@ import torch
 from ..config import ModelSettings
 from ..data import Domain
 from ..data.files import is_file_backed
-from ..io import Stale, atomic_write_text, read_derived, read_named, rebuild_failed, torch_save
+from ..io import Stale, atomic_write_text, read_derived, read_named, rebuilding, torch_save
 from ..models import EmbeddingNet, build_model
 from ..settings import CoreSettings
 from .objective import Objective
@@ -151,15 +151,9 @@ class ModelStore:
     @contextlib.contextmanager
     def training(self):
         """Held while this process trains the model: the folder's lock (`_locked`). An error
-        while a file moved aside is made again names it (`ue_lib.io.rebuild_failed`)."""
-        with self._locked():
-            try:
-                yield
-            except Exception as exc:
-                error = exc if self.healed is None else rebuild_failed(self.healed, exc)
-                if error is exc:
-                    raise
-                raise error from exc
+        while a file moved aside is made again names it (`ue_lib.io.rebuilding`)."""
+        with self._locked(), rebuilding(lambda: self.healed):  # known once a file was read
+            yield
 
     @contextlib.contextmanager
     def _locked(self):
