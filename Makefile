@@ -14,7 +14,7 @@ ifeq ($(origin UE_DATA), undefined)
   endif
 endif
 
-.PHONY: venv test test-slow demo bench lint structure clean
+.PHONY: venv test test-slow demo profile bench lint structure clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ test-slow: venv
 
 demo: venv
 	$(VENV)/bin/ue run --profile mini --out runs/mini
+
+# where each notebook's time goes, against its compute floor (a new run folder each time)
+profile: venv
+	rm -rf runs/profile
+	$(VENV)/bin/ue profile --profile mini --out runs/profile
 
 bench: venv
 	$(PY) -m pip install -q -e '.[bench]' $(TORCH_PINS)

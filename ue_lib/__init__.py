@@ -42,3 +42,7 @@ def pin_cpu_code_paths() -> dict[str, str]:
 
 
 pin_cpu_code_paths()
+
+from . import timing  # noqa: E402 (after the pins; standard library only)
+
+timing.start_from_environment()  # only when profiled (`ue profile`)

@@ -49,6 +49,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from .profile_report import profile_run, report
+
+    if args.report_only:
+        print(report(args.out))
+        return 0
+    print(profile_run(run, _spec(args), only=args.only))
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from . import distributed  # torch: only `ue train` needs it
     from .runfolder import RunFolder
@@ -126,6 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
     _run_settings(r, "run folder (created; rerun to resume)")
     r.add_argument("--only", nargs="+", metavar="NB", help="notebook numbers or names, e.g. 01 03")
     r.set_defaults(func=_cmd_run)
+
+    f = sub.add_parser("profile", help="run the notebooks with every process profiled, and "
+                       "tabulate where the time goes against each notebook's compute floor")
+    _run_settings(f, "run folder (use a new one: notebooks already done are not re-measured)")
+    f.add_argument("--only", nargs="+", metavar="NB", help="notebook numbers or names, e.g. 06")
+    f.add_argument("--report-only", action="store_true",
+                   help="only make the table again from a profiled run folder")
+    f.set_defaults(func=_cmd_profile)
 
     t = sub.add_parser("train", help="train the models notebooks 01-04 use (before `ue run`; "
                        "under torchrun on several GPUs)")

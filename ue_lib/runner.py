@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import timing
 from .data import check_domain, resolve_data_root
 from .data.core import CHECKOUT, ENV_VAR
 from .io import RESULT_COLUMNS, atomic_write_text
@@ -184,6 +185,8 @@ def _run_notebooks(books: list[Path], spec: RunSpec, notebooks: Path, log) -> pd
         log(f"[{i}/{len(books)}] {book.stem}: " + (f"{changed}: running it again" if changed
                                                      else "running …"))
         start = time.perf_counter()
+        if timing.ENV_DIR in os.environ:  # profiled (`ue profile`): the kernel's files are its
+            os.environ[timing.ENV_TAG] = book.stem
         try:
             _execute(book, executed, {**params, "notebook": book.stem}, out)
         finally:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from .. import timing
 from ..data.files import is_file_backed
 from ..device import autocast, to_input
 from .retrieval import merged_retrieval_metrics, split_metrics
@@ -53,8 +54,12 @@ def embed(
     outputs = []
     try:
         with torch.no_grad(), autocast(amp, device):
-            for batch in batches:
-                out = model(to_input(batch, device))
+            for i, batch in enumerate(batches):
+                if i == 0 and timing.enabled():  # FLOPs of the whole pass, from its first batch
+                    out, flops = timing.count_flops(model, to_input(batch, device))
+                    timing.add_flops("evaluation", flops * len(images) / max(1, len(batch)))
+                else:
+                    out = model(to_input(batch, device))
                 out = out.reshape(len(batch), -1) if flatten else out
                 outputs.append(out.float().cpu().numpy())
     finally:

@@ -19,6 +19,8 @@ import faiss
 import numpy as np
 import torch
 
+from .. import timing
+
 TIE_EPS = 1e-6
 # Guard band for the float32 scores faiss ranks with: a row is complete only if its last retrieved
 # candidate lies more than TIE_EPS + _SCORE_SLACK below the boundary tie group.
@@ -152,6 +154,7 @@ def _search_sorted(
         step = max(1, _CHUNK_ELEMS // k)
         for part in (todo[s : s + step] for s in range(0, len(todo), step)):
             scores, cand = index.search(queries[part], k)
+            timing.add_flops("evaluation", 2.0 * len(part) * n * base.shape[1])
             nbr, sims, group = _rank_candidates(
                 scores, cand, n, None if self_rows is None else self_rows[part]
             )

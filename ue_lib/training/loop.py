@@ -31,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .. import distributed
+from .. import distributed, timing
 from ..config import ModelSettings
 from ..data import Domain
 from ..data.files import is_file_backed
@@ -171,6 +171,7 @@ class _Trainer:
         self.jittered = {n for n, x in self.inputs.items()
                          if not is_file_backed(x) and x.dtype == np.uint8}
         self.start, self.history, self.selection = 0, [], Selection()
+        self._step_flops: float | None = None  # FLOPs of one step's forward, loss and backward
 
     def evaluate_domains(self, model: nn.Module, domains: dict, split: str) -> dict:
         """Rank 0's per-domain metrics, on every rank."""
@@ -224,6 +225,12 @@ class _Trainer:
                       gather(batch.labels, k))
         return whole, gather(emb, k, grad=True)
 
+    def _loss(self, batch: Batch) -> torch.Tensor:
+        """The objective's loss on one batch (forward pass included)."""
+        with autocast(self.job.profile.amp, self.device):
+            emb = self.net(batch.inputs).float()
+        return self.objective.loss(*self._whole_batch(batch, emb))
+
     def train_epoch(self, epoch: int, batch_bar: bool) -> None:
         p, seed = self.job.profile, self.job.seed
         self.model.train()
@@ -235,10 +242,8 @@ class _Trainer:
         for b, (name, idx, images) in enumerate(tqdm(batches, desc=f"epoch {epoch + 1}", leave=False,
                                                      total=len(self.sampler), disable=not batch_bar)):
             batch = self._batch(name, idx, images)
-            with autocast(p.amp, self.device):
-                emb = self.net(batch.inputs).float()
-            batch, emb = self._whole_batch(batch, emb)
-            loss = self.objective.loss(batch, emb)
+            counting = self._step_flops is None and timing.enabled()  # profiled: one step's FLOPs
+            loss, forward = timing.count_flops(self._loss, batch) if counting else (self._loss(batch), 0)
             bad = self.ctx.any(not bool(torch.isfinite(loss)), self.device)  # all stop together
             if bad:
                 where = f" on rank(s) {bad}" if self.ctx.enabled else f" ({loss.item()})"
@@ -247,9 +252,11 @@ class _Trainer:
                     f"(domain {name!r}, loss {self.objective.describe()}); lower the learning "
                     f"rate (now {p.lr}) or check the inputs of that domain")
             self.opt.zero_grad(set_to_none=True)
-            loss.backward()
+            _, backward = timing.count_flops(loss.backward) if counting else (loss.backward(), 0)
+            self._step_flops = forward + backward if counting else self._step_flops
             self.ctx.all_reduce_grads(self.objective.parameters())  # the network's own: DDP does it
             self.opt.step()
+            timing.add_flops("training", self._step_flops or 0.0)
             sums[name].append(loss.item())
         if epoch == 0:
             self._check_learns([v for values in sums.values() for v in values])

@@ -1,0 +1,232 @@
+"""Where a process's time goes: a sampling profiler that runs inside the process, and a FLOP count.
+
+Off unless ``UE_PROFILE_DIR`` is set (``ue profile`` sets it; see `ue_lib.profile_report`).
+Then importing ``ue_lib`` starts one daemon thread that, every ``UE_PROFILE_INTERVAL`` seconds
+(default 0.01), looks at the Python stack of the busiest thread and adds the time since its last
+look to one *category* (`CATEGORIES`, by the rules of `classify`). Every few seconds and at exit
+it writes ``<UE_PROFILE_DIR>/<tag>.<pid>.json`` atomically, so a killed process loses at most the
+last few seconds. ``UE_PROFILE_TAG`` (the runner sets it to the notebook's name) is inherited by
+the notebook's kernel and its workers, which is how their files are grouped.
+
+A stack is sampled from Python frames only: time inside a C call (a matrix product, faiss's
+search) is counted in the category of the Python code that called it. Time a thread spends
+waiting (on a lock, a queue, a socket, a worker's result) is not counted as work: the waiting
+kernel's workers are profiled themselves. No external sampler (py-spy) is needed: it relies on
+ptrace, which containers often forbid.
+
+FLOPs: the training loop, the evaluator's search and the embedding pass add their floating-point
+operations with `add_flops` (counted by torch's ``FlopCounterMode`` on one batch, or from the
+matrix sizes), so a report can set the work done against the machine's measured GEMM rate.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+
+ENV_DIR, ENV_TAG, ENV_INTERVAL = "UE_PROFILE_DIR", "UE_PROFILE_TAG", "UE_PROFILE_INTERVAL"
+
+CATEGORIES = ("start-up and imports", "data", "training: forward", "training: loss",
+              "training: backward", "training: optimiser", "training: other", "evaluation",
+              "index building and search", "figures", "other")
+
+# (substring of the frame's file name, function name or None for any) -> tag
+_RULES: tuple[tuple[str, str | None, str], ...] = (
+    ("<frozen importlib", None, "import"),
+    ("ue_lib/training/loop.py", "train_epoch", "train"),
+    ("ue_lib/evaluate/", None, "evaluate"),
+    ("torch/autograd/", None, "backward"),
+    ("torch/_tensor.py", "backward", "backward"),
+    ("torch/optim/", None, "optimiser"),
+    ("ue_lib/losses/", None, "loss"),
+    ("ue_lib/opqn/loss.py", None, "loss"),
+    ("ue_lib/", "loss", "loss"),
+    ("torch/nn/modules/", None, "forward"),
+    ("faiss/", None, "index"),
+    ("ue_lib/opqn/indexes.py", None, "index"),
+    ("ue_lib/quantize.py", None, "index"),
+    ("matplotlib/", None, "figures"),
+    ("seaborn/", None, "figures"),
+    ("figures.py", None, "figures"),
+    ("IPython/core/pylabtools.py", None, "figures"),
+    ("ue_lib/data/", None, "data"),
+    ("ue_lib/features.py", None, "data"),
+)
+# the innermost frame of a thread that waits: (file name substring, function)
+_WAITS: tuple[tuple[str, str], ...] = (
+    ("threading.py", "wait"), ("threading.py", "_wait_for_tstate_lock"), ("threading.py", "join"),
+    ("selectors.py", "select"), ("queue.py", "get"), ("concurrent/futures/", "result"),
+    ("concurrent/futures/", "wait"), ("multiprocessing/connection.py", "_recv"),
+    ("multiprocessing/connection.py", "wait"), ("multiprocessing/connection.py", "poll"),
+    ("multiprocessing/queues.py", "get"), ("asyncio/base_events.py", "_run_once"),
+    ("zmq/", "poll"), ("timing.py", "_run"), ("lifeline.py", "_watch"),
+)
+_TRAINING = (("backward", "training: backward"), ("optimiser", "training: optimiser"),
+             ("loss", "training: loss"), ("forward", "training: forward"))
+_PLAIN = (("evaluate", "evaluation"), ("index", "index building and search"),
+          ("figures", "figures"), ("data", "data"))
+
+
+def is_waiting(innermost: tuple[str, str]) -> bool:
+    """Whether a thread whose innermost Python frame is (file name, function) is waiting."""
+    filename, function = innermost
+    return any(part in filename and function == name for part, name in _WAITS)
+
+
+def tags(frames: Iterable[tuple[str, str]]) -> set[str]:
+    """The tags (`_RULES`) of a stack's (file name, function) frames."""
+    filename_tags = set()
+    for filename, function in frames:
+        filename = filename.replace("\\", "/")
+        filename_tags.update(tag for part, name, tag in _RULES
+                             if part in filename and (name is None or name == function))
+    return filename_tags
+
+
+def classify(frames: list[tuple[str, str]]) -> str | None:
+    """The category of one sampled stack, innermost frame first; None for a waiting thread.
+
+    Imports anywhere in the stack count as start-up; evaluation wins over training (the loop
+    evaluates between epochs); inside a training epoch backward > optimiser > loss > forward;
+    then index work, figures, data; anything else is "other"."""
+    if not frames or is_waiting(frames[0]):
+        return None
+    found = tags(frames)
+    if "import" in found:
+        return "start-up and imports"
+    if "evaluate" in found:
+        return "evaluation"
+    if "train" in found:
+        return next((cat for tag, cat in _TRAINING if tag in found), "training: other")
+    return next((cat for tag, cat in _PLAIN if tag in found), "other")
+
+
+def _stack(frame) -> list[tuple[str, str]]:
+    out = []
+    while frame is not None:
+        out.append((frame.f_code.co_filename, frame.f_code.co_name))
+        frame = frame.f_back
+    return out
+
+
+def process_start_time() -> float:
+    """This process's start, as a `time.time()` value (now, where it cannot be read)."""
+    try:
+        import psutil
+
+        return psutil.Process().create_time()
+    except Exception:  # noqa: BLE001 (no psutil, or no /proc): start-up is then not counted
+        return time.time()
+
+
+class Profiler:
+    """Per-category seconds and FLOPs of this process (see the module doc)."""
+
+    def __init__(self, out_dir: str | os.PathLike, tag: str, interval: float = 0.01):
+        self.path = Path(out_dir) / f"{tag or 'process'}.{os.getpid()}.json"
+        self.tag, self.interval = tag, interval
+        self.started, self.loaded = process_start_time(), time.time()
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.flops: dict[str, float] = defaultdict(float)
+        self.waiting = 0.0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="ue-profiler", daemon=True)
+
+    def start(self) -> Profiler:
+        self._thread.start()
+        atexit.register(self.stop)
+        return self
+
+    def sample(self, dt: float) -> None:
+        """Add `dt` seconds to the category of the first busy thread (the main thread first)."""
+        frames = sys._current_frames()
+        main = threading.main_thread().ident
+        own = threading.get_ident()
+        order = [main] + [t for t in frames if t not in (main, own)]
+        for ident in order:
+            if ident in frames and (category := classify(_stack(frames[ident]))) is not None:
+                with self._lock:
+                    self.seconds[category] += dt
+                return
+        self.waiting += dt
+
+    def _run(self) -> None:
+        last = written = time.perf_counter()
+        while not self._stop.wait(self.interval):
+            now = time.perf_counter()
+            self.sample(now - last)
+            last = now
+            if now - written > 5.0:
+                self.write()
+                written = now
+
+    def add_flops(self, kind: str, flops: float) -> None:
+        with self._lock:
+            self.flops[kind] += float(flops)
+
+    def record(self) -> dict:
+        with self._lock:
+            seconds = dict(self.seconds)
+            flops = dict(self.flops)
+        seconds["start-up and imports"] = (seconds.get("start-up and imports", 0.0)
+                                           + max(0.0, self.loaded - self.started))
+        return {"tag": self.tag, "pid": os.getpid(), "argv": sys.argv[:3],
+                "wall": time.time() - self.started, "waiting": self.waiting,
+                "seconds": seconds, "flops": flops}
+
+    def write(self) -> None:
+        """The record, written atomically (a reader never sees half a file)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-")
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.record(), f)
+        os.replace(tmp, self.path)
+
+    def stop(self) -> None:
+        self._stop.set()
+        try:
+            self.write()
+        except OSError:
+            pass
+
+
+_PROFILER: Profiler | None = None
+
+
+def start_from_environment() -> Profiler | None:
+    """Start this process's profiler when ``UE_PROFILE_DIR`` is set (once per process)."""
+    global _PROFILER
+    out = os.environ.get(ENV_DIR)
+    if out and _PROFILER is None:
+        interval = float(os.environ.get(ENV_INTERVAL, "0.01"))
+        _PROFILER = Profiler(out, os.environ.get(ENV_TAG, ""), interval).start()
+    return _PROFILER
+
+
+def enabled() -> bool:
+    return _PROFILER is not None
+
+
+def add_flops(kind: str, flops: float) -> None:
+    """Count `flops` floating-point operations of `kind` ("training", "evaluation"); a no-op
+    unless this process is profiled."""
+    if _PROFILER is not None:
+        _PROFILER.add_flops(kind, flops)
+
+
+def count_flops(function, *args, **kwargs) -> tuple[object, float]:
+    """``function(*args, **kwargs)`` and the FLOPs torch counted in it (``FlopCounterMode``)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        out = function(*args, **kwargs)
+    return out, float(counter.get_total_flops())
