@@ -58,7 +58,7 @@ _RULES: tuple[tuple[str, str | None, str], ...] = (
     ("figures.py", None, "figures"),
     ("IPython/core/pylabtools.py", None, "figures"),
     ("ue_lib/data/", None, "data"),
-    ("ue_lib/features.py", None, "data"),
+    ("ue_lib/features.py", None, "cache"),
 )
 # the innermost frame of a thread that waits: (file name substring, function)
 _WAITS: tuple[tuple[str, str], ...] = (
@@ -94,7 +94,8 @@ def tags(frames: Iterable[tuple[str, str]]) -> set[str]:
 def classify(frames: list[tuple[str, str]]) -> str | None:
     """The category of one sampled stack, innermost frame first; None for a waiting thread.
 
-    Imports anywhere in the stack count as start-up; evaluation wins over training (the loop
+    Imports anywhere in the stack count as start-up, computing the trunk features for the cache
+    as data; evaluation wins over training (the loop
     evaluates between epochs); inside a training epoch backward > optimiser > loss > forward;
     then index work, figures, data; anything else is "other"."""
     if not frames or is_waiting(frames[0]):
@@ -102,6 +103,8 @@ def classify(frames: list[tuple[str, str]]) -> str | None:
     found = tags(frames)
     if "import" in found:
         return "start-up and imports"
+    if "cache" in found:  # trunk features computed for the cache: data preparation
+        return "data"
     if "evaluate" in found:
         return "evaluation"
     if "train" in found:
