@@ -1,18 +1,18 @@
 """Where a process's time goes: a sampling profiler that runs inside the process, and a FLOP count.
 
 Off unless ``UE_PROFILE_DIR`` is set (``ue profile`` sets it; see `ue_lib.profile_report`).
-Then importing ``ue_lib`` starts one daemon thread that, every ``UE_PROFILE_INTERVAL`` seconds
-(default 0.01), looks at the Python stack of the busiest thread and adds the time since its last
-look to one *category* (`CATEGORIES`, by the rules of `classify`). Every few seconds and at exit
+Then importing ``ue_lib`` starts a CPU-time timer that, every ``UE_PROFILE_INTERVAL`` seconds of
+the process's CPU time (default 0.01), looks at the main thread's Python stack and adds that
+interval to one *category* (`CATEGORIES`, by the rules of `classify`). Every few seconds and at exit
 it writes ``<UE_PROFILE_DIR>/<tag>.<pid>.json`` atomically, so a killed process loses at most the
 last few seconds. ``UE_PROFILE_TAG`` (the runner sets it to the notebook's name) is inherited by
 the notebook's kernel and its workers, which is how their files are grouped.
 
-A stack is sampled from Python frames only: time inside a C call (a matrix product, faiss's
-search) is counted in the category of the Python code that called it. Time a thread spends
-waiting (on a lock, a queue, a socket, a worker's result) is not counted as work: the waiting
-kernel's workers are profiled themselves. No external sampler (py-spy) is needed: it relies on
-ptrace, which containers often forbid.
+A stack is sampled from Python frames only: CPU time inside a C call (a matrix product, faiss's
+search, on all its threads) is counted in the category of the Python code that called it. A
+process that waits (for its workers, say) uses no CPU and is not sampled: the workers are
+profiled themselves. No external sampler (py-spy) is needed: it relies on ptrace, which
+containers often forbid (here it stalled the processes it sampled).
 
 FLOPs: the training loop, the evaluator's search and the embedding pass add their floating-point
 operations with `add_flops` (counted by torch's ``FlopCounterMode`` on one batch, or from the
@@ -24,6 +24,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -131,7 +132,14 @@ def process_start_time() -> float:
 
 
 class Profiler:
-    """Per-category seconds and FLOPs of this process (see the module doc)."""
+    """Per-category CPU seconds and FLOPs of this process (see the module doc).
+
+    Sampling is driven by the CPU-time interval timer (``ITIMER_PROF``): every `interval`
+    seconds of this process's CPU time, ``SIGPROF`` runs `_on_signal` in the main thread between
+    two bytecodes, with the main thread's current frame. (Walking another thread's frames from a
+    sampling thread, ``sys._current_frames``, crashed the interpreter here.) A process waiting
+    uses no CPU and is not sampled. Only the main thread's stack is seen: the kernel runs cells
+    there, and a worker its tasks."""
 
     def __init__(self, out_dir: str | os.PathLike, tag: str, interval: float = 0.01):
         self.path = Path(out_dir) / f"{tag or 'process'}.{os.getpid()}.json"
@@ -140,51 +148,44 @@ class Profiler:
         self.seconds: dict[str, float] = defaultdict(float)
         self.flops: dict[str, float] = defaultdict(float)
         self.waiting = 0.0
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="ue-profiler", daemon=True)
+        self._written = time.perf_counter()
 
-    def start(self) -> Profiler:
-        self._thread.start()
+    def start(self) -> Profiler | None:
+        """Install the timer and its handler (from the main thread only; None elsewhere)."""
+        if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+            return None
+        signal.signal(signal.SIGPROF, self._on_signal)
+        signal.setitimer(signal.ITIMER_PROF, self.interval, self.interval)
         atexit.register(self.stop)
         return self
 
-    def sample(self, dt: float) -> None:
-        """Add `dt` seconds to the category of the first busy thread (the main thread first)."""
-        frames = sys._current_frames()
-        main = threading.main_thread().ident
-        own = threading.get_ident()
-        order = [main] + [t for t in frames if t not in (main, own)]
-        for ident in order:
-            if ident in frames and (category := classify(_stack(frames[ident]))) is not None:
-                with self._lock:
-                    self.seconds[category] += dt
-                return
-        self.waiting += dt
-
-    def _run(self) -> None:
-        last = written = time.perf_counter()
-        while not self._stop.wait(self.interval):
-            now = time.perf_counter()
-            self.sample(now - last)
-            last = now
-            if now - written > 5.0:
+    def _on_signal(self, signum, frame) -> None:
+        self.sample(_stack(frame), self.interval)
+        if time.perf_counter() - self._written > 5.0:
+            self._written = time.perf_counter()
+            try:
                 self.write()
-                written = now
+            except OSError:
+                pass
+
+    def sample(self, frames: list[tuple[str, str]], dt: float) -> None:
+        """Add `dt` seconds to the category of a stack (innermost frame first)."""
+        category = classify(frames)
+        if category is None:
+            self.waiting += dt
+        else:
+            self.seconds[category] += dt
 
     def add_flops(self, kind: str, flops: float) -> None:
-        with self._lock:
-            self.flops[kind] += float(flops)
+        self.flops[kind] += float(flops)
 
     def record(self) -> dict:
-        with self._lock:
-            seconds = dict(self.seconds)
-            flops = dict(self.flops)
+        seconds = dict(self.seconds)
         seconds["start-up and imports"] = (seconds.get("start-up and imports", 0.0)
                                            + max(0.0, self.loaded - self.started))
         return {"tag": self.tag, "pid": os.getpid(), "argv": sys.argv[:3],
                 "wall": time.time() - self.started, "waiting": self.waiting,
-                "seconds": seconds, "flops": flops}
+                "seconds": seconds, "flops": dict(self.flops)}
 
     def write(self) -> None:
         """The record, written atomically (a reader never sees half a file)."""
@@ -195,7 +196,7 @@ class Profiler:
         os.replace(tmp, self.path)
 
     def stop(self) -> None:
-        self._stop.set()
+        signal.setitimer(signal.ITIMER_PROF, 0, 0)
         try:
             self.write()
         except OSError:
@@ -211,7 +212,7 @@ def start_from_environment() -> Profiler | None:
     out = os.environ.get(ENV_DIR)
     if out and _PROFILER is None:
         interval = float(os.environ.get(ENV_INTERVAL, "0.01"))
-        _PROFILER = Profiler(out, os.environ.get(ENV_TAG, ""), interval).start()
+        _PROFILER = Profiler(out, os.environ.get(ENV_TAG, ""), interval).start()  # None off main
     return _PROFILER
 
 
