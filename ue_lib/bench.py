@@ -2,6 +2,7 @@
 
 ``python -m ue_lib.bench eval [--n 20000 --dim 128 --classes 200 --repeat 3]``
 ``python -m ue_lib.bench train [--batches 60 --epochs 3]`` (needs the mini data, see README)
+``python -m ue_lib.bench heads [--heads 6]``: small heads trained one after another vs stacked
 
 ``eval`` times :func:`ue_lib.evaluate.retrieval_metrics` against a brute-force torch reference
 (full similarity rows in chunks) and, when installed, pytorch-metric-learning's AccuracyCalculator,
@@ -232,6 +233,57 @@ def bench_train(args: argparse.Namespace) -> None:
           f"(goal <= 1.15)")
 
 
+def _head_step_seconds(heads: int, features: int, hidden: int, dim: int, batch: int,
+                       batched: bool, steps: int) -> float:
+    """Seconds per head per step of `heads` two-layer heads trained with Adam (foreach) on random
+    batches: one after another, or together as one batched product per layer (`torch.baddbmm`
+    over stacked weights: the same arithmetic, one call for all heads)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(heads, batch, features, generator=g)
+    shapes = [(features, hidden), (1, hidden), (hidden, dim), (1, dim)]
+    stacked = [(torch.randn(heads, *s, generator=g) * 0.02).requires_grad_() for s in shapes]
+    opt = torch.optim.Adam(stacked, lr=1e-3, foreach=True)
+
+    def loss_of(h: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(h, dim=-1).sum(-1).pow(2).mean(-1).sum()
+
+    def step() -> None:
+        w1, b1, w2, b2 = stacked
+        if batched:
+            loss = loss_of(torch.baddbmm(b2, torch.relu(torch.baddbmm(b1, x, w1)), w2))
+        else:
+            loss = sum(loss_of(torch.addmm(b2[i], torch.relu(torch.addmm(b1[i], x[i], w1[i])), w2[i]))
+                       for i in range(heads))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - start) / steps / heads
+
+
+def bench_heads(args: argparse.Namespace) -> None:
+    """Would training a notebook's many small heads as one batched computation pay? The cost of
+    one head's step, one at a time against stacked, on one thread (as the profile's `threads` 1
+    trains), at the sizes of a `mini` head; and the floor its FLOPs set at this machine's GEMM
+    rate."""
+    from .profile_report import gemm_rate
+
+    torch.set_num_threads(1)
+    f, h, d, b = args.features, args.hidden, args.dim, args.batch
+    flops = 3 * 2 * b * (f * h + h * d)  # forward, and a backward of twice its products
+    rate = gemm_rate()["best_per_core"]
+    print(f"{args.heads} heads of {f} -> {h} -> {d}, batch {b}: {flops / 1e6:.0f} MFLOP per head-step, "
+          f"floor {1e3 * flops / (rate * 1e9):.2f} ms at {rate:.0f} GFLOP/s")
+    for batched in (False, True):
+        seconds = _head_step_seconds(args.heads, f, h, d, b, batched, args.steps)
+        print(f"  {'stacked (baddbmm)' if batched else 'one after another':18s}: "
+              f"{1e3 * seconds:.2f} ms per head-step")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m ue_lib.bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -248,6 +300,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     t.add_argument("--epochs", type=int, default=3, help="epochs per timed run (>= 2)")
     t.add_argument("--fashion-per-class", type=int, default=300)
     t.set_defaults(func=bench_train)
+    h = sub.add_parser("heads", help="small heads one after another vs stacked in one product")
+    h.add_argument("--heads", type=int, default=6)
+    h.add_argument("--features", type=int, default=1280, help="trunk feature size (mini: 1280)")
+    h.add_argument("--hidden", type=int, default=256)
+    h.add_argument("--dim", type=int, default=64)
+    h.add_argument("--batch", type=int, default=64, help="P x K (mini: 16 x 4)")
+    h.add_argument("--steps", type=int, default=50)
+    h.set_defaults(func=bench_heads)
     args = parser.parse_args(argv)
     args.func(args)
 

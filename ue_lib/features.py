@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import timing
 from .data import Domain
 from .evaluate import embed
 from .io import atomic_write, read_derived, rebuilding, slug
@@ -68,7 +69,8 @@ class FeatureStore:
             for i, h in enumerate(hashes):
                 first.setdefault(h, i)
             name = f"{domain}|{key}"
-            with rebuilding(self.path(domain, key), active=name in self._healed):
+            with rebuilding(self.path(domain, key), active=name in self._healed), \
+                    timing.counted_as("data"):
                 out = embed(trunk, images[np.array([first[h] for h in new])], self.batch_size,
                             flatten=False)
                 table.update(zip(new, out.astype(FEATURE_DTYPE)))

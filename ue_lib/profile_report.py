@@ -24,6 +24,8 @@ import pandas as pd
 from .io import atomic_write_text
 from .timing import CATEGORIES, ENV_DIR, ENV_TAG
 
+FLOP_KINDS = ("data", "training", "evaluation")  # the trunk's pass for the feature cache is "data"
+
 # (m, k, n) of the products timed by `gemm_rate`: a P x K batch through a head's layers, an
 # evaluation batch, and the evaluator's query-by-gallery similarity block
 GEMM_SIZES = ((64, 1280, 256), (64, 256, 64), (512, 1280, 256), (512, 64, 2048))
@@ -67,10 +69,8 @@ def read_profiles(profile_dir: str | Path) -> pd.DataFrame:
         rows.append({"notebook": rec.get("tag", ""), "pid": rec.get("pid"),
                      "wall": rec.get("wall", 0.0), "waiting": rec.get("waiting", 0.0),
                      **{c: rec.get("seconds", {}).get(c, 0.0) for c in CATEGORIES},
-                     "training_flops": rec.get("flops", {}).get("training", 0.0),
-                     "evaluation_flops": rec.get("flops", {}).get("evaluation", 0.0)})
-    columns = ["notebook", "pid", "wall", "waiting", *CATEGORIES, "training_flops",
-               "evaluation_flops"]
+                     **{f"{kind}_flops": rec.get("flops", {}).get(kind, 0.0) for kind in FLOP_KINDS}})
+    columns = ["notebook", "pid", "wall", "waiting", *CATEGORIES, *(f"{k}_flops" for k in FLOP_KINDS)]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -80,7 +80,7 @@ def where_the_time_goes(processes: pd.DataFrame, walls: dict[str, float], rate: 
     rows = []
     for notebook, wall in walls.items():
         mine = processes[processes.notebook == notebook]
-        flops = float(mine.training_flops.sum() + mine.evaluation_flops.sum())
+        flops = float(sum(mine[f"{kind}_flops"].sum() for kind in FLOP_KINDS))
         floor = flops / (rate["machine"] * 1e9)
         rows.append({"notebook": notebook, "wall s": wall, "processes": len(mine),
                      **{c: float(mine[c].sum()) for c in CATEGORIES},
@@ -95,7 +95,7 @@ def markdown(table: pd.DataFrame, rate: dict) -> str:
     for column in ["wall s", *CATEGORIES, "GFLOP"]:
         shown[column] = shown[column].map(lambda v: f"{v:,.0f}")
     shown["floor s"] = shown["floor s"].map(lambda v: f"{v:,.2f}")
-    shown["wall / floor"] = shown["wall / floor"].map(lambda v: f"{v:,.0f}×")
+    shown["wall / floor"] = shown["wall / floor"].map(lambda v: f"{v:,.0f}×" if v == v else "–")
     total = table["wall s"].sum()
     head = (f"Process-seconds per category, summed over each notebook's kernel and workers; "
             f"floor: its FLOPs at {rate['best_per_core']:.1f} GFLOP/s per core × {rate['cores']} "

@@ -64,6 +64,7 @@ class RunFolder:
     _memo: dict[tuple, object] = field(default_factory=dict, repr=False)
     _stores: dict[str, FeatureStore] = field(default_factory=dict, repr=False)
     _planning: bool = field(default=False, repr=False)  # `missing`: find models, train none
+    _pool: ProcessPoolExecutor | None = field(default=None, repr=False)  # `map`'s workers
     # a notebook's progress lines are grouped (`log`, `flush`): one line per kind of model
     grouped: bool = field(default=False, repr=False)
     _log: list[tuple] = field(default_factory=list, repr=False)
@@ -237,19 +238,46 @@ class RunFolder:
         if caches_features(self.profile):
             self.domains()  # trunk features cached before the workers look for them
         start = time.perf_counter()
-        pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_start_worker,
-                                   initargs=(self.spec.to_parameters(), self.notebook, os.getpid()))
+        pool = self._worker_pool()
         try:
             futures = [pool.submit(_in_worker, function, args) for args in items]
             results = [f.result() for f in futures]
         except BaseException:
+            self._pool = None
             pool.shutdown(wait=True, cancel_futures=True)
             raise
-        pool.shutdown()
         if self.progress:
             print(f"{len(items)} {what} in {n} processes: {time.perf_counter() - start:.0f} s")
         return results
+
+    def _worker_pool(self) -> ProcessPoolExecutor:
+        """The `workers` processes of this run folder, started at the first `map` and kept for
+        the next (a worker's start, importing torch and loading the domains, is paid once per
+        notebook); they end with this process (`shutdown_workers`, or at exit)."""
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                self.profile.workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(self.spec.to_parameters(), self.notebook, os.getpid()))
+        return self._pool
+
+    def shutdown_workers(self) -> None:
+        """End the worker processes of `map` (a new `map` starts new ones)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    def prefetch(self, function: Callable, items: Sequence[tuple], what: str = "models") -> None:
+        """Train, in `workers` processes, the models that ``function(self, *args)`` needs for
+        `items` and that are not in the folder yet (`missing`), so that the calls that follow
+        here find them. Nothing happens with one worker, inside a worker, while planning, or when
+        at most one item is missing (it trains here, as it would have). Items must not share a
+        missing model (see `map`)."""
+        if self.profile.workers <= 1 or self._planning or _WORKER:
+            return
+        todo = self.missing(function, items)
+        if len(todo) > 1:
+            self.map(function, todo, what)
 
     # ---- measurements
     def rows_of(self, model: str, method: str, result: TrainResult, seed: int | None = None,

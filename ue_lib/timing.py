@@ -22,6 +22,7 @@ matrix sizes), so a report can set the work done against the machine's measured 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import signal
@@ -48,12 +49,11 @@ _RULES: tuple[tuple[str, str | None, str], ...] = (
     ("torch/_tensor.py", "backward", "backward"),
     ("torch/optim/", None, "optimiser"),
     ("ue_lib/losses/", None, "loss"),
-    ("ue_lib/opqn/loss.py", None, "loss"),
+    ("/loss.py", None, "loss"),  # a system's own loss module (torch's too)
     ("ue_lib/", "loss", "loss"),
     ("torch/nn/modules/", None, "forward"),
     ("faiss/", None, "index"),
-    ("ue_lib/opqn/indexes.py", None, "index"),
-    ("ue_lib/quantize.py", None, "index"),
+    ("/indexes.py", None, "index"),  # a system's faiss indexes
     ("matplotlib/", None, "figures"),
     ("seaborn/", None, "figures"),
     ("figures.py", None, "figures"),
@@ -220,11 +220,25 @@ def enabled() -> bool:
     return _PROFILER is not None
 
 
+_RELABEL: list[str] = []  # `counted_as`: the kind that FLOPs of any kind are counted as
+
+
 def add_flops(kind: str, flops: float) -> None:
-    """Count `flops` floating-point operations of `kind` ("training", "evaluation"); a no-op
-    unless this process is profiled."""
+    """Count `flops` floating-point operations of `kind` ("training", "evaluation"; inside
+    `counted_as`, that block's kind); a no-op unless this process is profiled."""
     if _PROFILER is not None:
-        _PROFILER.add_flops(kind, flops)
+        _PROFILER.add_flops(_RELABEL[-1] if _RELABEL else kind, flops)
+
+
+@contextlib.contextmanager
+def counted_as(kind: str):
+    """Count the FLOPs of the block as `kind` (the trunk's pass that fills the feature cache is
+    an embedding pass, counted as "data")."""
+    _RELABEL.append(kind)
+    try:
+        yield
+    finally:
+        _RELABEL.pop()
 
 
 def count_flops(function, *args, **kwargs) -> tuple[object, float]:

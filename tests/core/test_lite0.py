@@ -173,3 +173,21 @@ def test_random_initialisation_without_weights():
     torch.testing.assert_close(model.backbone._conv_head.weight, again.backbone._conv_head.weight)
     with torch.no_grad():
         assert model(torch.rand(2, 1, 40, 40)).shape == (2, 8)
+
+
+def test_a_head_on_a_cached_trunk_skips_the_trunk_yet_has_the_same_weights():
+    """`trainable_stages` 0 with cached features: the network is the head alone, drawn from the
+    random state the trunk's construction leaves (`_head_only_model`); built again (restored
+    state, no trunk) it is the same, bit for bit, as the full construction's head."""
+    from ue_lib.models import _RNG_AFTER_TRUNK, _lite0_model
+
+    cfg = lite0_settings(trainable_stages=0, head_hidden=32)
+    _RNG_AFTER_TRUNK.clear()
+    for seed in (0, 5, 0, 5):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            full = _lite0_model(cfg).state_dict()
+        quick = build_model(cfg, seed).state_dict()
+        assert full.keys() == quick.keys() and sum(k.startswith("head.") for k in full) == 4
+        assert all(torch.equal(full[k], quick[k]) for k in full)
+    assert set(_RNG_AFTER_TRUNK) == {(0, cfg), (5, cfg)}  # the trunk was built once per seed

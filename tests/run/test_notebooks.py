@@ -74,7 +74,9 @@ def test_notebooks_open_their_run_folder_in_one_call_and_save_without_noise():
 def smoke_run(tmp_path_factory, data_root):
     out = tmp_path_factory.mktemp("smoke")
     start = time.perf_counter()
-    r = ue("run", "--profile", "smoke", "--out", out, timeout=900)
+    # `ue profile` is `ue run` with every process profiled (`ue_lib.timing`): the same notebooks
+    # and numbers, and a table of where their time went (tested below)
+    r = ue("profile", "--profile", "smoke", "--out", out, timeout=900)
     assert r.returncode == 0, r.stdout + r.stderr
     print(f"\nsmoke profile: {time.perf_counter() - start:.0f} s\n{r.stdout}")
     (out / "ue-run.stderr").write_text(r.stderr)
@@ -102,6 +104,26 @@ def executed_output_noise(notebook: Path) -> list[str]:
 def test_executed_notebooks_have_no_warnings_or_progress_residue(smoke_run):
     noise = [n for book in NOTEBOOKS for n in executed_output_noise(smoke_run / "notebooks" / book.name)]
     assert not noise, noise
+
+
+def test_the_smoke_runs_profile_says_where_each_notebooks_time_went(smoke_run):
+    """`ue profile`'s table of the smoke run: a row per notebook, its kernel (and workers)
+    sampled, time in the categories each notebook's work belongs to, and a compute floor below
+    its wall time."""
+    from ue_lib.timing import CATEGORIES
+
+    table = pd.read_csv(smoke_run / "profile" / "where_the_time_goes.csv").set_index("notebook")
+    assert list(table.index) == [b.stem for b in NOTEBOOKS]
+    assert (table.processes >= 1).all()
+    busy = table[list(CATEGORIES)].sum(axis=1)
+    assert (busy > 0.3 * table["wall s"]).all()  # most of a kernel's time is sampled
+    assert (busy < (table.processes + 1) * table["wall s"]).all()
+    assert table.loc["01_naive_fusion_overfitting", "data"] > 0  # the trunk features, computed
+    trains = ["training: forward", "training: backward", "training: optimiser"]
+    assert (table.loc["02_specialists", trains] > 0).all()
+    assert table.loc["06_compressed_retrieval", "index building and search"] > 0
+    assert (table.GFLOP > 0).all() and (table["wall / floor"] > 1).all()
+    assert "wall / floor" in (smoke_run / "profile" / "where_the_time_goes.md").read_text()
 
 
 def test_the_noise_check_catches_a_warning(tmp_path):

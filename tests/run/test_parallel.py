@@ -151,3 +151,37 @@ def test_a_killed_parents_workers_are_gone_within_10_s(tmp_path, setup):
     for p in left:  # do not leave them to the next test
         os.kill(p, signal.SIGKILL)
     assert not left, f"{len(left)} of {len(workers)} child processes outlived their parent by 10 s"
+
+
+def test_map_keeps_its_worker_processes_for_the_next_map(tmp_path):
+    folder = _folder(tmp_path, 2)
+    first = {o[3] for o in folder.map(folder_task, [(x,) for x in range(4)])}
+    second = {o[3] for o in folder.map(folder_task, [(x,) for x in range(4)])}
+    assert first == second and os.getpid() not in first  # started once, kept
+    folder.shutdown_workers()
+    third = {o[3] for o in folder.map(folder_task, [(x,) for x in range(4)])}
+    assert not third & first  # new processes after a shutdown
+
+
+@pytest.mark.usefixtures("data_root")
+def test_universal_models_trained_ahead_in_workers_equal_those_trained_here(tmp_path):
+    """`models.train_ahead` (notebooks 01-04): the tuned specialists and naive fusion of two
+    domains, trained ahead in two worker processes and one after another here: the same
+    selected epochs and test rows, exactly; the workers trained every model, this process none."""
+    from ue_lib.universal import models
+
+    out = {}
+    for workers in (1, 2):
+        spec = RunSpec(profile="smoke", out_dir=str(tmp_path / str(workers)), domains="glyphs,orl",
+                       overrides={"workers": workers, "distill_tuning": {"lr": [0.002, 0.0006]}})
+        folder = RunFolder(spec, "02_specialists", progress=False)
+        trained = {**models.specialists(folder), "naive": models.naive(folder)}
+        out[workers] = {name: (r.best_epoch, r.final.sort_values(["domain", "split", "metric"])
+                               .reset_index(drop=True)) for name, r in trained.items()}
+        if workers == 2:
+            assert all(r.loaded for r in trained.values())  # found: the workers made them
+            folder.shutdown_workers()
+    assert out[1].keys() == out[2].keys() == {"glyphs", "orl", "naive"}
+    for name in out[1]:
+        assert out[1][name][0] == out[2][name][0]
+        assert out[1][name][1].equals(out[2][name][1])

@@ -49,6 +49,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .core import Domain, check_image_args, domain_from_items, pil_to_array
+from .decoded import cached_decode
 
 LATIN_UPPER = "ABCDEFGHJKLMNPQRSTUVWXYZ"  # no I, O
 LATIN_LOWER = "abdefghijkmnpqrty"  # no o, l and no c s u v w x z (same shape as capitals)
@@ -231,7 +232,9 @@ def load_glyphs(root=None, *, image_size: int = 32, channels: int = 1, seed: int
     """`root` and `download` are accepted for a uniform interface: glyphs need no files.
     Attributes and groups: see the module doc."""
     check_image_args(image_size, channels)
-    images, labels, class_names, fonts, sources = render_glyphs(image_size, channels, jitters)
+    images, labels, class_names, fonts, sources = cached_decode(  # rendered once per machine
+        "glyphs", {"image_size": image_size, "channels": channels, "jitters": jitters},
+        text_fonts(), lambda: render_glyphs(image_size, channels, jitters))
     attributes, groups = glyph_attributes(sources)
     used = sorted({f for v in fonts.values() for f in v})
     notes = {"fonts_per_class": fonts,

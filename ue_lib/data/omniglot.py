@@ -30,6 +30,7 @@ from .core import (
     pil_to_array,
     resolve_data_root,
 )
+from .decoded import cached_decode
 
 SUBDIR = "omniglot"
 _BASE = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python/"
@@ -88,7 +89,10 @@ def load_omniglot(root=None, *, image_size: int = 32, channels: int = 1, seed: i
     check_image_args(image_size, channels)
     folder = resolve_data_root(root) / SUBDIR
     paths = ensure_files("omniglot", folder, FILES, HOW, download)
-    images, labels, class_names = read_omniglot_zips(list(paths.values()), image_size, channels)
+    zips = list(paths.values())
+    images, labels, class_names = cached_decode(  # decoded once per machine
+        "omniglot", {"image_size": image_size, "channels": channels}, zips,
+        lambda: read_omniglot_zips(zips, image_size, channels))
     alphabets, class_group = alphabet_groups(class_names)
     groups = class_group[labels]
     return domain_from_items("omniglot", images, labels, class_names, seed=seed,

@@ -19,6 +19,7 @@ def repeat_over_seeds(folder, seeds: list[int], methods: list[str], rules: Rules
     validation peaks and stopping costs per seed (`histories.peak_epochs` / `stopping_cost`)."""
     rules = rules or Rules()
     p, peaks, costs = folder.profile, {}, {}
+    models.train_ahead(folder, seeds, methods)  # in the run's worker processes, when it has them
     for s in seeds:
         for res in models.specialists(folder, s).values():
             folder.record("specialist", p.metric_loss, res, seed=s)
@@ -44,6 +45,8 @@ def ablation(folder, knob: str, values: list, seeds: list[int], method: str = "k
     setting replaces the chosen value), so the knob's profile value gives that very student.
     `tuned=False`: around the profile's own settings."""
     chosen = models.tuning(folder, method).chosen if tuned and folder.profile.distill_tuning else {}
+    folder.prefetch(_ablation_student, [(method, knob, value, s, chosen) for value in values
+                                        for s in seeds], "students")
     parts = []
     for value in values:
         profile = folder.profile.with_overrides({knob: value})
@@ -52,6 +55,12 @@ def ablation(folder, knob: str, values: list, seeds: list[int], method: str = "k
             rows = folder.rows_of("distill", method, student, s, profile=profile)
             parts.append(rows.assign(**{knob: value}))
     return pd.concat(parts, ignore_index=True)
+
+
+def _ablation_student(folder, method: str, knob: str, value, seed: int, chosen: dict) -> None:
+    """`ablation`'s student for one value and seed (a task of `RunFolder.prefetch`)."""
+    models.distill(folder, method, seed, folder.profile.with_overrides({knob: value}),
+                   {**chosen, knob: value})
 
 
 def ablations(folder, sweep_dir: str = "", method: str = "kl", tuned: bool = True
@@ -78,6 +87,7 @@ def fairness(folder, seeds: list[int], method: str = "kl") -> tuple[pd.DataFrame
     untuned specialists, per seed: the comparisons of notebook 04 redone without the tuning)."""
     p = folder.profile
     before = models.untuned(p)
+    models.train_ahead(folder, seeds, [method], profile=before)
     epochs, rows = [], []
     for s in seeds:
         pairs = [(f"specialist:{d}", models.specialist(folder, d, s), models.specialist(folder, d, s, before))

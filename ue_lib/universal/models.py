@@ -87,9 +87,49 @@ def untuned(profile: UniversalSettings) -> UniversalSettings:
 
 def specialists(folder, seed: int | None = None, profile: UniversalSettings | None = None
                 ) -> dict[str, TrainResult]:
-    """One model per domain (the teachers), each with its tuned settings (`specialist`)."""
+    """One model per domain (the teachers), each with its tuned settings (`specialist`); the
+    missing ones are trained in the run's worker processes first (`prefetch`)."""
     p = profile or folder.profile
+    train_ahead(folder, [folder.seed if seed is None else seed], parts=("specialists",), profile=p)
     return {name: specialist(folder, name, seed, p) for name in folder.domains(seed, p)}
+
+
+# ---- training ahead, in the run's worker processes (`RunFolder.prefetch`): each model is a task
+# (kind, ...) of `_make`, module-level so that it can be sent to a worker
+
+PARTS = ("specialists", "naive", "students")
+
+
+def _make(folder, kind: str, *args) -> None:
+    """Train (or find) one model: ("specialist", domain, seed, profile), ("naive", seed,
+    profile), ("point", tuning name, profile, point) or ("student", method, seed, profile)."""
+    {"specialist": specialist, "naive": naive, "point": _tuning_point, "student": student}[kind](
+        folder, *args)
+
+
+def train_ahead(folder, seeds: Sequence[int], methods: Sequence[str] = (),
+                parts: Sequence[str] = PARTS, profile: UniversalSettings | None = None) -> None:
+    """Train the missing models of `parts` at `seeds` (the students of `methods`) in the run's
+    worker processes, level by level so that no two workers need the same missing model: the
+    baselines' tuning points, then the specialists and naive fusion at each seed, then the
+    students' tuning points, then the students. With one worker it does nothing: the models are
+    trained one after another where they are asked for, as before."""
+    p = profile or folder.profile
+    if p.workers <= 1:
+        return
+    domains = list(folder.domains(folder.seed, p))
+    names = ([f"specialist:{d}" for d in domains] if "specialists" in parts or "students" in parts
+             else []) + (["naive"] if "naive" in parts else [])
+    levels = [[("point", n, p, point) for n in names for point in p.baseline_points() if point],
+              [("specialist", d, s, p) for s in seeds for d in domains
+               if "specialists" in parts or "students" in parts]
+              + [("naive", s, p) for s in seeds if "naive" in parts]]
+    if "students" in parts:
+        levels += [[("point", f"distill:{m}", p, point) for m in methods
+                    for point in (p.tuning_points() if p.distill_tuning else [])],
+                   [("student", m, s, p) for m in methods for s in seeds]]
+    for tasks in levels:
+        folder.prefetch(_make, tasks)
 
 
 def specialist(folder, domain: str, seed: int | None = None,
@@ -107,8 +147,10 @@ def _specialist(folder, domain: str, seed: int | None, p: UniversalSettings) -> 
 
 
 def naive(folder, seed: int | None = None, profile: UniversalSettings | None = None) -> TrainResult:
-    """One model on the union of all domains (naive fusion), with its tuned settings."""
+    """One model on the union of all domains (naive fusion), with its tuned settings (its missing
+    tuning points trained in the run's worker processes first: `train_ahead`)."""
     p = profile or folder.profile
+    train_ahead(folder, [folder.seed if seed is None else seed], parts=("naive",), profile=p)
     return _naive(folder, seed, baseline_profile(folder, "naive", p))
 
 
@@ -131,18 +173,24 @@ def baseline_tuning(folder, name: str, profile: UniversalSettings | None = None)
     `profile.baseline_points()` at the run's base seed, the best by mean validation recall@1
     kept (`_tune`), as a student's tuning is. Made once per run folder object."""
     p = profile or folder.profile
-    kind, _, domain = name.partition(":")
-
-    def train(point: dict) -> TrainResult:
-        trained = p.with_overrides(point) if point else p
-        if kind == "specialist":
-            return _specialist(folder, domain, folder.seed, trained)
-        return _naive(folder, folder.seed, trained)
-
+    domain = name.partition(":")[2]
     key = ("tuning", name, _key(p))
     domains = folder.domains(folder.seed, p)
-    return folder.memo(key, lambda: _tune(folder, name, p, p.baseline_points(), train,
+    return folder.memo(key, lambda: _tune(folder, name, p, p.baseline_points(),
+                                          lambda point: _tuning_point(folder, name, p, point),
                                           {domain: domains[domain]} if domain else domains))
+
+
+def _tuning_point(folder, name: str, p: UniversalSettings, point: dict) -> TrainResult:
+    """The model of one tuning point at the run's base seed: of a baseline ('specialist:<domain>'
+    or 'naive': `p` with `point`) or of a distillation method ('distill:<method>')."""
+    kind, _, rest = name.partition(":")
+    if kind == "distill":
+        return distill(folder, rest, folder.seed, p, point)
+    trained = p.with_overrides(point) if point else p
+    if kind == "specialist":
+        return _specialist(folder, rest, folder.seed, trained)
+    return _naive(folder, folder.seed, trained)
 
 
 def baseline_tunings(folder, profile: UniversalSettings | None = None) -> list[Tuning]:
@@ -194,7 +242,15 @@ def tuning(folder, method: str, profile: UniversalSettings | None = None) -> Tun
     domains = folder.domains(folder.seed, p)
     return folder.memo(("tuning", method, _key(p)), lambda: _tune(
         folder, method, p, p.tuning_points(),
-        lambda point: distill(folder, method, folder.seed, p, point), domains))
+        lambda point: _tuning_point(folder, f"distill:{method}", p, point), domains))
+
+
+def tunings(folder, methods: Sequence[str], profile: UniversalSettings | None = None) -> list[Tuning]:
+    """The tunings of `methods` (`tuning`), their missing points trained in the run's worker
+    processes first (`train_ahead`)."""
+    p = profile or folder.profile
+    train_ahead(folder, [folder.seed], methods, parts=("students",), profile=p)
+    return [tuning(folder, m, p) for m in methods]
 
 
 def _point_row(point: dict, result: TrainResult, domains: Mapping) -> dict:
