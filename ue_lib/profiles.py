@@ -52,6 +52,7 @@ CORE: dict[str, dict] = {
                     "glyphs": {"max_classes": 30, "max_per_class": 24}},
         backbone="efficientnet_lite0", weights="imagenet", frozen_bn=True, trainable_stages=0,
         head_hidden=64, embedding_dim=32, p=8, k=4, lr=2e-3, batches_per_domain=4, threads=1,
+        checkpoint_seconds=30.0,
         workers=1,  # at toy size two workers' start-up (30 s) costs more than they save
         eval_every=1),
     # The pretrained regime (the default demo): ImageNet EfficientNet-Lite0 features at 64 px,
@@ -65,7 +66,7 @@ CORE: dict[str, dict] = {
         per_domain={"fashion": {"max_per_class": 300}},
         backbone="efficientnet_lite0", weights="imagenet", frozen_bn=True, trainable_stages=0,
         head_hidden=256, embedding_dim=64, lr=2e-3, batches_per_domain=10, threads=1,
-        workers=2, eval_every=1),
+        workers=2, eval_every=1, checkpoint_seconds=30.0),
     # The earlier demo: a small CNN from scratch on the three grayscale domains. Kept for its
     # contrast with `mini`: here the over-fitting of naive fusion does not appear. One naive
     # epoch is ~7 s of training plus ~5 s of evaluating val and test (SPEC §9), so curves are

@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib
+import math
 from dataclasses import dataclass, field
 
 from .config import ModelSettings, Validated, choice, positive
@@ -44,6 +45,21 @@ def setting(default, group: str, help: str = ""):
 def comma_list(text: str) -> list[str]:
     """'kl, distance_mse,' -> ['kl', 'distance_mse']."""
     return [m.strip() for m in str(text).split(",") if m.strip()]
+
+
+_MADE: dict[tuple, object] = {}  # `made`: each distinct settings object, checked once
+
+
+def made(cls, values: dict):
+    """``cls.from_dict(values)``, checked once per distinct `values` in a process and then
+    copied: making a profile checks its tuning grid and conditions by making a profile for each
+    of their points, so a run made thousands of them (1.2 s of a worker's 2 s of loading
+    four models). The key is the values' `repr`, which tells 1 from 1.0 and a list
+    from a tuple; only a valid profile is kept."""
+    key = (cls, repr(values))
+    if key not in _MADE:
+        _MADE[key] = cls.from_dict(values)
+    return copy.deepcopy(_MADE[key])
 
 
 @dataclass
@@ -95,6 +111,10 @@ class CoreSettings(Validated):
     amp: str = setting("auto", "train", "bfloat16 autocast on CUDA (see ue_lib.device)")
     deterministic: bool = setting(False, "train", "deterministic algorithms (torch and cuDNN): the "
                                   "same seed gives the same numbers on a GPU too, at some speed")
+    checkpoint_seconds: float = setting(0.0, "train", "write a training's checkpoint after an epoch "
+                                        "when this many seconds passed since the last one (0: after "
+                                        "every epoch); a resumed training ends with the same numbers "
+                                        "either way")
     workers: int = setting(1, "train", "independent models of a notebook are trained and scored in "
                            "this many processes (1: in the notebook's own); the numbers do not change")
 
@@ -106,6 +126,9 @@ class CoreSettings(Validated):
         choice("Profile", "backbone", self.backbone, BACKBONES)
         choice("Profile", "optimizer", self.optimizer, OPTIMIZERS)
         choice("Profile", "lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        if not (math.isfinite(self.checkpoint_seconds) and self.checkpoint_seconds >= 0):
+            raise ValueError(f"Profile.checkpoint_seconds must be a finite number >= 0, got "
+                             f"{self.checkpoint_seconds!r}")
         positive("Profile", embedding_dim=self.embedding_dim, width=self.width, lr=self.lr, p=self.p,
                  eval_every=self.eval_every, eval_batch_size=self.eval_batch_size)
         if self.channels not in (1, 3):
@@ -221,7 +244,7 @@ class CoreSettings(Validated):
                 values["loss_params"] = {**values["loss_params"],
                                          path[1]: {**values["loss_params"].get(path[1], {}),
                                                    path[2]: value}}
-        return type(self).from_dict(values)
+        return made(type(self), values)
 
     # ---- derived settings
     @property

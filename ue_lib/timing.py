@@ -38,7 +38,7 @@ ENV_DIR, ENV_TAG, ENV_INTERVAL = "UE_PROFILE_DIR", "UE_PROFILE_TAG", "UE_PROFILE
 
 CATEGORIES = ("start-up and imports", "data", "training: forward", "training: loss",
               "training: backward", "training: optimiser", "training: other", "evaluation",
-              "index building and search", "figures", "other")
+              "index building and search", "models saved and loaded", "figures", "other")
 
 # (substring of the frame's file name, function name or None for any) -> tag
 _RULES: tuple[tuple[str, str | None, str], ...] = (
@@ -59,6 +59,10 @@ _RULES: tuple[tuple[str, str | None, str], ...] = (
     ("figures.py", None, "figures"),
     ("IPython/core/pylabtools.py", None, "figures"),
     ("ue_lib/data/", None, "data"),
+    ("/scenes.py", None, "data"),  # synthetic images composed by a system, cached
+    ("torchvision/models/detection/", None, "evaluate"),  # a detection model's inference
+    ("torch/serialization.py", None, "store"),
+    ("ue_lib/training/store.py", None, "store"),
     ("ue_lib/features.py", None, "cache"),
 )
 # the innermost frame of a thread that waits: (file name substring, function)
@@ -73,7 +77,7 @@ _WAITS: tuple[tuple[str, str], ...] = (
 _TRAINING = (("backward", "training: backward"), ("optimiser", "training: optimiser"),
              ("loss", "training: loss"), ("forward", "training: forward"))
 _PLAIN = (("evaluate", "evaluation"), ("index", "index building and search"),
-          ("figures", "figures"), ("data", "data"))
+          ("store", "models saved and loaded"), ("figures", "figures"), ("data", "data"))
 
 
 def is_waiting(innermost: tuple[str, str]) -> bool:
@@ -98,7 +102,7 @@ def classify(frames: list[tuple[str, str]]) -> str | None:
     Imports anywhere in the stack count as start-up, computing the trunk features for the cache
     as data; evaluation wins over training (the loop
     evaluates between epochs); inside a training epoch backward > optimiser > loss > forward;
-    then index work, figures, data; anything else is "other"."""
+    then index work, models saved or loaded, figures, data; anything else is "other"."""
     if not frames or is_waiting(frames[0]):
         return None
     found = tags(frames)
@@ -108,7 +112,7 @@ def classify(frames: list[tuple[str, str]]) -> str | None:
         return "data"
     if "evaluate" in found:
         return "evaluation"
-    if "train" in found:
+    if "train" in found and "store" not in found:  # a checkpoint written between epochs: stored
         return next((cat for tag, cat in _TRAINING if tag in found), "training: other")
     return next((cat for tag, cat in _PLAIN if tag in found), "other")
 

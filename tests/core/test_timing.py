@@ -81,3 +81,12 @@ def test_nothing_is_counted_unless_profiled(monkeypatch):
     monkeypatch.setattr(timing, "_PROFILER", None)
     assert not timing.enabled()
     timing.add_flops("training", 1.0)  # no error, nothing kept
+
+
+def test_models_saved_and_loaded_and_a_detectors_inference():
+    saving = [("/v/torch/serialization.py", "save"), ("/x/ue_lib/training/store.py", "save_checkpoint"),
+              TRAIN, CELL]
+    assert timing.classify(saving) == "models saved and loaded"
+    detecting = [("/v/torchvision/models/detection/roi_heads.py", "forward"), CELL]
+    assert timing.classify(detecting) == "evaluation"
+    assert timing.classify([("/x/ue_lib/objects/scenes.py", "compose"), CELL]) == "data"
