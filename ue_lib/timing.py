@@ -140,7 +140,8 @@ class Profiler:
 
     Sampling is driven by the CPU-time interval timer (``ITIMER_PROF``): every `interval`
     seconds of this process's CPU time, ``SIGPROF`` runs `_on_signal` in the main thread between
-    two bytecodes, with the main thread's current frame. (Walking another thread's frames from a
+    two bytecodes, with the main thread's current frame, and adds the CPU time used since the
+    previous sample to that frame's category. (Walking another thread's frames from a
     sampling thread, ``sys._current_frames``, crashed the interpreter here.) A process waiting
     uses no CPU and is not sampled. Only the main thread's stack is seen: the kernel runs cells
     there, and a worker its tasks."""
@@ -153,6 +154,7 @@ class Profiler:
         self.flops: dict[str, float] = defaultdict(float)
         self.waiting = 0.0
         self._written = time.perf_counter()
+        self._cpu = time.process_time()
 
     def start(self) -> Profiler | None:
         """Install the timer and its handler (from the main thread only; None elsewhere)."""
@@ -164,7 +166,12 @@ class Profiler:
         return self
 
     def _on_signal(self, signum, frame) -> None:
-        self.sample(_stack(frame), self.interval)
+        # the CPU time since the last sample, not the interval: a Python handler runs only
+        # between bytecodes, and the signals that arrive during one long C call (a faiss search
+        # over a million items) are delivered as one, after it
+        cpu = time.process_time()
+        self.sample(_stack(frame), cpu - self._cpu)
+        self._cpu = cpu
         if time.perf_counter() - self._written > 5.0:
             self._written = time.perf_counter()
             try:

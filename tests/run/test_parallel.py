@@ -156,11 +156,14 @@ def test_a_killed_parents_workers_are_gone_within_10_s(tmp_path, setup):
 def test_map_keeps_its_worker_processes_for_the_next_map(tmp_path):
     folder = _folder(tmp_path, 2)
     first = {o[3] for o in folder.map(folder_task, [(x,) for x in range(4)])}
+    pool = folder._pool
     second = {o[3] for o in folder.map(folder_task, [(x,) for x in range(4)])}
-    assert first == second and os.getpid() not in first  # started once, kept
+    kept = set(pool._processes)
+    assert folder._pool is pool and first | second <= kept and os.getpid() not in kept  # kept
     folder.shutdown_workers()
     third = {o[3] for o in folder.map(folder_task, [(x,) for x in range(4)])}
-    assert not third & first  # new processes after a shutdown
+    assert not third & kept  # new processes after a shutdown
+    folder.shutdown_workers()
 
 
 @pytest.mark.usefixtures("data_root")
@@ -185,3 +188,19 @@ def test_universal_models_trained_ahead_in_workers_equal_those_trained_here(tmp_
     for name in out[1]:
         assert out[1][name][0] == out[2][name][0]
         assert out[1][name][1].equals(out[2][name][1])
+
+
+@pytest.mark.parametrize("workers, tasks, expected", [(2, 1, 1), (2, 2, 2), (2, 3, 3), (2, 4, 2),
+                                                      (2, 9, 2), (4, 5, 5), (4, 7, 7), (4, 8, 4)])
+def test_a_last_round_that_would_leave_workers_idle_gets_a_process_per_task(workers, tasks, expected):
+    from ue_lib.runfolder import processes
+
+    assert processes(workers, tasks) == expected
+
+
+def test_three_tasks_on_two_workers_run_at_once(tmp_path):
+    folder = _folder(tmp_path, 2)
+    pids = {o[3] for o in folder.map(folder_task, [(x,) for x in range(3)])}
+    assert len(pids) <= 3 and folder._pool._max_workers == 3
+    assert {o[3] for o in folder.map(folder_task, [(x,) for x in range(4)])} <= set(folder._pool._processes)
+    folder.shutdown_workers()
