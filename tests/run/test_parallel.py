@@ -175,7 +175,7 @@ def test_universal_models_trained_ahead_in_workers_equal_those_trained_here(tmp_
 
     out = {}
     for workers in (1, 2):
-        spec = RunSpec(profile="smoke", out_dir=str(tmp_path / str(workers)), domains="glyphs,orl",
+        spec = RunSpec(profile="smoke", out_dir=str(tmp_path / str(workers)), domains="orl,glyphs",
                        overrides={"workers": workers, "distill_tuning": {"lr": [0.002, 0.0006]}})
         folder = RunFolder(spec, "02_specialists", progress=False)
         trained = {**models.specialists(folder), "naive": models.naive(folder)}
