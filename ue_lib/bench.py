@@ -148,7 +148,8 @@ def bench_eval(args: argparse.Namespace) -> None:
         if name == ours_name:
             continue
         per_round = statistics.median(a / b for a, b in zip(ours_times, seconds))
-        goal = " (goal <= 0.5)" if name == pml_name else ""
+        # the guard: never slower than pml (the earlier 0.5x goal is retired, docs/speed.md)
+        goal = " (guard: <= 1.0)" if name == pml_name else ""
         print(f"time ours / {name}: {statistics.median(ours_times) / statistics.median(seconds):.3f} "
               f"(ratio of medians; median of per-round ratios {per_round:.3f}){goal}")
 
@@ -236,27 +237,32 @@ def bench_train(args: argparse.Namespace) -> None:
 def _head_step_seconds(heads: int, features: int, hidden: int, dim: int, batch: int,
                        batched: bool, steps: int) -> float:
     """Seconds per head per step of `heads` two-layer heads trained with Adam (foreach) on random
-    batches: one after another, or together as one batched product per layer (`torch.baddbmm`
-    over stacked weights: the same arithmetic, one call for all heads)."""
+    batches: one after another, each its own step (as the training loop trains a model), or
+    together, one step of a batched product per layer over stacked weights (`torch.baddbmm`:
+    the same arithmetic, one call for all heads)."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(heads, batch, features, generator=g)
     shapes = [(features, hidden), (1, hidden), (hidden, dim), (1, dim)]
     stacked = [(torch.randn(heads, *s, generator=g) * 0.02).requires_grad_() for s in shapes]
-    opt = torch.optim.Adam(stacked, lr=1e-3, foreach=True)
+    own = [[w[i].detach().clone().requires_grad_() for w in stacked] for i in range(heads)]
+    opts = ([torch.optim.Adam(stacked, lr=1e-3, foreach=True)] if batched
+            else [torch.optim.Adam(ws, lr=1e-3, foreach=True) for ws in own])
 
     def loss_of(h: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.normalize(h, dim=-1).sum(-1).pow(2).mean(-1).sum()
 
-    def step() -> None:
-        w1, b1, w2, b2 = stacked
-        if batched:
-            loss = loss_of(torch.baddbmm(b2, torch.relu(torch.baddbmm(b1, x, w1)), w2))
-        else:
-            loss = sum(loss_of(torch.addmm(b2[i], torch.relu(torch.addmm(b1[i], x[i], w1[i])), w2[i]))
-                       for i in range(heads))
+    def update(opt, loss) -> None:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+
+    def step() -> None:
+        if batched:
+            w1, b1, w2, b2 = stacked
+            update(opts[0], loss_of(torch.baddbmm(b2, torch.relu(torch.baddbmm(b1, x, w1)), w2)))
+            return
+        for i, (w1, b1, w2, b2) in enumerate(own):
+            update(opts[i], loss_of(torch.addmm(b2, torch.relu(torch.addmm(b1, x[i], w1)), w2)))
 
     step()
     start = time.perf_counter()

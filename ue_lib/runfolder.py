@@ -65,6 +65,7 @@ class RunFolder:
     _stores: dict[str, FeatureStore] = field(default_factory=dict, repr=False)
     _planning: bool = field(default=False, repr=False)  # `missing`: find models, train none
     _pool: ProcessPoolExecutor | None = field(default=None, repr=False)  # `map`'s workers
+    _pool_size: int = field(default=0, repr=False)
     # a notebook's progress lines are grouped (`log`, `flush`): one line per kind of model
     grouped: bool = field(default=False, repr=False)
     _log: list[tuple] = field(default_factory=list, repr=False)
@@ -222,9 +223,10 @@ class RunFolder:
 
     def map(self, function: Callable, items: Sequence[tuple], what: str = "tasks") -> list:
         """``[function(self, *args) for args in items]``, in `workers` processes when the
-        profile has more than one, else here. Each worker opens this run folder (same spec and
-        notebook, no progress lines): models it trains land in the folder and are found there
-        afterwards, so `items` must not share a model that is still missing (train shared
+        profile has more than one (`processes`: one per item for 1-2 rounds' worth), else here.
+        The processes are kept for the next `map` (`_worker_pool`). Each worker opens this run
+        folder (same spec and notebook, no progress lines): models it trains land in the folder
+        and are found there afterwards, so `items` must not share a model that is still missing (train shared
         models first: a student's teachers, its tuning). `function` is a module-level
         function (it is pickled); its results come back in the order of `items`, and a worker's
         error is raised here, after the tasks still queued are cancelled. Trunk features are
@@ -232,13 +234,13 @@ class RunFolder:
         settings (training runs on the profile's `threads` everywhere): an op on fewer threads
         may round differently (faiss's OPQ does), and the numbers must not depend on `workers`."""
         items = list(items)
-        n = min(self.profile.workers, len(items))
+        n = processes(self.profile.workers, len(items))
         if n <= 1:
             return [function(self, *args) for args in items]
         if caches_features(self.profile):
             self.domains()  # trunk features cached before the workers look for them
         start = time.perf_counter()
-        pool = self._worker_pool(processes(self.profile.workers, len(items)))
+        pool = self._worker_pool(n)
         try:
             futures = [pool.submit(_in_worker, function, args) for args in items]
             results = [f.result() for f in futures]
@@ -247,16 +249,18 @@ class RunFolder:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
         if self.progress:
-            print(f"{len(items)} {what} in {n} processes: {time.perf_counter() - start:.0f} s")
+            used = min(self._pool_size, len(items))
+            print(f"{len(items)} {what} in {used} processes: {time.perf_counter() - start:.0f} s")
         return results
 
     def _worker_pool(self, n: int) -> ProcessPoolExecutor:
         """This run folder's worker processes (at least `n`), started at the first `map` and kept
         for the next (a worker's start, importing torch and loading the domains, is paid once per
         notebook); they end with this process (`shutdown_workers`, or at exit)."""
-        if self._pool is not None and self._pool._max_workers < n:
+        if self._pool is not None and self._pool_size < n:
             self.shutdown_workers()
         if self._pool is None:
+            self._pool_size = n
             self._pool = ProcessPoolExecutor(
                 n, mp_context=multiprocessing.get_context("spawn"),
                 initializer=_start_worker,

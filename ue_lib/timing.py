@@ -72,7 +72,7 @@ _WAITS: tuple[tuple[str, str], ...] = (
     ("concurrent/futures/", "wait"), ("multiprocessing/connection.py", "_recv"),
     ("multiprocessing/connection.py", "wait"), ("multiprocessing/connection.py", "poll"),
     ("multiprocessing/queues.py", "get"), ("asyncio/base_events.py", "_run_once"),
-    ("zmq/", "poll"), ("timing.py", "_run"), ("lifeline.py", "_watch"),
+    ("zmq/", "poll"), ("lifeline.py", "_watch"),
 )
 _TRAINING = (("backward", "training: backward"), ("optimiser", "training: optimiser"),
              ("loss", "training: loss"), ("forward", "training: forward"))
@@ -100,9 +100,9 @@ def classify(frames: list[tuple[str, str]]) -> str | None:
     """The category of one sampled stack, innermost frame first; None for a waiting thread.
 
     Imports anywhere in the stack count as start-up, computing the trunk features for the cache
-    as data; evaluation wins over training (the loop
-    evaluates between epochs); inside a training epoch backward > optimiser > loss > forward;
-    then index work, models saved or loaded, figures, data; anything else is "other"."""
+    as data; evaluation wins over training (the loop evaluates between epochs); inside a
+    training epoch backward > optimiser > loss > forward; then index work, models saved or
+    loaded, figures, data; anything else is "other"."""
     if not frames or is_waiting(frames[0]):
         return None
     found = tags(frames)
@@ -222,7 +222,10 @@ def start_from_environment() -> Profiler | None:
     global _PROFILER
     out = os.environ.get(ENV_DIR)
     if out and _PROFILER is None:
-        interval = float(os.environ.get(ENV_INTERVAL, "0.01"))
+        try:
+            interval = float(os.environ.get(ENV_INTERVAL, "0.01"))
+        except ValueError:
+            interval = 0.01
         _PROFILER = Profiler(out, os.environ.get(ENV_TAG, ""), interval).start()  # None off main
     return _PROFILER
 

@@ -201,6 +201,6 @@ def test_a_last_round_that_would_leave_workers_idle_gets_a_process_per_task(work
 def test_three_tasks_on_two_workers_run_at_once(tmp_path):
     folder = _folder(tmp_path, 2)
     pids = {o[3] for o in folder.map(folder_task, [(x,) for x in range(3)])}
-    assert len(pids) <= 3 and folder._pool._max_workers == 3
+    assert len(pids) <= 3 and folder._pool_size == 3
     assert {o[3] for o in folder.map(folder_task, [(x,) for x in range(4)])} <= set(folder._pool._processes)
     folder.shutdown_workers()

@@ -159,7 +159,7 @@ def _task_key(method: str, seed: int, overrides: dict) -> tuple:
     return method, seed, tuple(sorted((k, repr(v)) for k, v in overrides.items()))
 
 
-PARTS = ("specialists", "naive", "students")
+PARTS = models.PARTS
 
 
 def train_models(folder, parts: tuple[str, ...] = PARTS) -> list[tuple[str, object]]:

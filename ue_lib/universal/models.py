@@ -88,7 +88,7 @@ def untuned(profile: UniversalSettings) -> UniversalSettings:
 def specialists(folder, seed: int | None = None, profile: UniversalSettings | None = None
                 ) -> dict[str, TrainResult]:
     """One model per domain (the teachers), each with its tuned settings (`specialist`); the
-    missing ones are trained in the run's worker processes first (`prefetch`)."""
+    missing ones are trained in the run's worker processes first (`train_ahead`)."""
     p = profile or folder.profile
     train_ahead(folder, [folder.seed if seed is None else seed], parts=("specialists",), profile=p)
     return {name: specialist(folder, name, seed, p) for name in folder.domains(seed, p)}
@@ -97,7 +97,7 @@ def specialists(folder, seed: int | None = None, profile: UniversalSettings | No
 # ---- training ahead, in the run's worker processes (`RunFolder.prefetch`): each model is a task
 # (kind, ...) of `_make`, module-level so that it can be sent to a worker
 
-PARTS = ("specialists", "naive", "students")
+PARTS = ("specialists", "naive", "students")  # the kinds of model notebooks 01-04 use
 
 
 def _make(folder, kind: str, *args) -> None:
