@@ -244,7 +244,8 @@ def _head_step_seconds(heads: int, features: int, hidden: int, dim: int, batch: 
     x = torch.randn(heads, batch, features, generator=g)
     shapes = [(features, hidden), (1, hidden), (hidden, dim), (1, dim)]
     stacked = [(torch.randn(heads, *s, generator=g) * 0.02).requires_grad_() for s in shapes]
-    own = [[w[i].detach().clone().requires_grad_() for w in stacked] for i in range(heads)]
+    own = [] if batched else [[w[i].detach().clone().requires_grad_() for w in stacked]
+                              for i in range(heads)]
     opts = ([torch.optim.Adam(stacked, lr=1e-3, foreach=True)] if batched
             else [torch.optim.Adam(ws, lr=1e-3, foreach=True) for ws in own])
 

@@ -27,7 +27,6 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -155,6 +154,9 @@ class Profiler:
         self.waiting = 0.0
         self._written = time.perf_counter()
         self._cpu = time.process_time()
+        from .io import atomic_write_text  # here, not at import: only a profiled process needs it
+
+        self._write = atomic_write_text  # (imported before any signal arrives, never in a handler)
 
     def start(self) -> Profiler | None:
         """Install the timer and its handler (from the main thread only; None elsewhere)."""
@@ -200,11 +202,7 @@ class Profiler:
 
     def write(self) -> None:
         """The record, written atomically (a reader never sees half a file)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.record(), f)
-        os.replace(tmp, self.path)
+        self._write(json.dumps(self.record()), self.path)
 
     def stop(self) -> None:
         signal.setitimer(signal.ITIMER_PROF, 0, 0)

@@ -53,8 +53,7 @@ def cached_decode(kind: str, settings: dict, sources: Sequence[Path], build: Cal
             with open(tmp, "wb") as f:
                 pickle.dump({"key": key, "value": value}, f, protocol=pickle.HIGHEST_PROTOCOL)
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, write)
+        atomic_write(path, write)  # (it makes the folder)
         return value
 
     return read_or_build(path, read, build_and_write)
