@@ -119,8 +119,12 @@ def test_the_smoke_runs_profile_says_where_each_notebooks_time_went(smoke_run):
     assert (busy > 0.3 * table["wall s"]).all()  # most of a kernel's time is sampled
     assert (busy < (table.processes + 1) * table["wall s"]).all()
     assert table.loc["01_naive_fusion_overfitting", "data"] > 0  # the trunk features, computed
-    trains = ["training: forward", "training: backward", "training: optimiser"]
-    assert (table.loc["02_specialists", trains] > 0).all()
+    # 02's trainings are a quarter of a second of CPU (about 5 samples per part, so a part can
+    # miss); 03's students, over a second, have every part sampled
+    trains = [c for c in CATEGORIES if c.startswith("training: ")]
+    assert table.loc["02_specialists", trains].sum() > 0
+    parts = ["training: forward", "training: backward", "training: optimiser"]
+    assert (table.loc["03_absolute_vs_distribution_distillation", parts] > 0).all()
     assert table.loc["06_compressed_retrieval", "index building and search"] > 0
     assert (table.GFLOP > 0).all() and (table["wall / floor"] > 1).all()
     assert "wall / floor" in (smoke_run / "profile" / "where_the_time_goes.md").read_text()
