@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pytest
 from conftest import REPO
 from test_cli import ue
 
@@ -68,19 +67,6 @@ def test_notebooks_open_their_run_folder_in_one_call_and_save_without_noise():
         assert path.stem not in joined, path.name
         for noise in ("plt.show()", "savefig(", "save_results", "_ = ", "run.rows +=", "def "):
             assert noise not in joined, (path.name, noise)
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory, data_root):
-    out = tmp_path_factory.mktemp("smoke")
-    start = time.perf_counter()
-    # `ue profile` is `ue run` with every process profiled (`ue_lib.timing`): the same notebooks
-    # and numbers, and a table of where their time went (tested below)
-    r = ue("profile", "--profile", "smoke", "--out", out, timeout=900)
-    assert r.returncode == 0, r.stdout + r.stderr
-    print(f"\nsmoke profile: {time.perf_counter() - start:.0f} s\n{r.stdout}")
-    (out / "ue-run.stderr").write_text(r.stderr)
-    return out
 
 
 NOISE = ("Warning", "warning:", "it/s]", "\r", "0.000e+00", "-0.000", "Traceback")
