@@ -37,8 +37,9 @@ from ue_lib.io import atomic_write  # noqa: E402
 
 BRANCH = "main"  # the branch the badges open and Colab installs from
 BADGE_TAG, SETUP_TAG = "colab-badge", "colab-setup"
-# `remove-cell`: a book of a run (Jupyter Book / myst-nb) leaves the Colab setup out
-TAGS = {BADGE_TAG: [BADGE_TAG], SETUP_TAG: [SETUP_TAG, "remove-cell"]}
+# `remove-cell`: a book of a run (Jupyter Book / myst-nb) leaves both out: it is read offline,
+# where the badges' images (on Colab's and Binder's servers) cannot load, and nothing runs there
+TAGS = {BADGE_TAG: [BADGE_TAG, "remove-cell"], SETUP_TAG: [SETUP_TAG, "remove-cell"]}
 COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 BINDER_BADGE = "https://mybinder.org/badge_logo.svg"
 CLIP_ART = "openclipart-svg"  # Debian's / Ubuntu's package (ue_lib.data.clipart)
@@ -151,14 +152,15 @@ def binder_environment(pyproject: Path = REPO / "pyproject.toml") -> str:
 
 
 def block_text(kind: str, pyproject: Path = REPO / "pyproject.toml") -> str:
-    """A Markdown block: `launch-badges` (notebook 01 on Colab, the notebooks folder on Binder)
-    or `launch-table` (every notebook on both)."""
+    """A Markdown block: `launch-badges` (notebook 01 on Colab, the notebooks folder on Binder,
+    as badges) or `launch-table` (every notebook on both, as plain links: the docs are pages of
+    the offline book, where the badges' images cannot load)."""
     _, slug = repository(pyproject)
     names = [p.name for p in sorted((REPO / "notebooks").glob("0*.ipynb"))]
     if kind == "launch-badges":
         return f"{colab_badge(slug, names[0])} {binder_badge(slug)}\n"
-    rows = [f"| {name.removesuffix('.ipynb')} | {colab_badge(slug, name)} | {binder_badge(slug, name)} |"
-            for name in names]
+    rows = [f"| {name.removesuffix('.ipynb')} | [open in Colab]({colab_url(slug, name)}) | "
+            f"[launch on Binder]({binder_url(slug, name)}) |" for name in names]
     return "\n".join(["| notebook | Colab | Binder |", "| --- | --- | --- |", *rows]) + "\n"
 
 

@@ -151,6 +151,8 @@ def test_every_notebook_starts_with_its_badge_and_setup_cells():
         assert f"(https://mybinder.org/v2/gh/{SLUG}/main?urlpath=lab/tree/notebooks/{path.name})" in text
         assert setup["cell_type"] == "code" and setup["outputs"] == [] and \
             setup["execution_count"] is None
+        # a book of the run (read offline: the badges' images cannot load) leaves both out
+        assert "remove-cell" in badge["metadata"]["tags"] and "remove-cell" in setup["metadata"]["tags"]
 
 
 def test_the_generated_files_are_what_the_generator_makes_from_pyproject():
