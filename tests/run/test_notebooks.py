@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 from conftest import REPO
 from test_cli import ue
+from test_colab_binder import colab
 
 from ue_lib.check import check
 from ue_lib.profiles import load_profile
@@ -58,7 +59,9 @@ def test_notebooks_open_their_run_folder_in_one_call_and_save_without_noise():
     run` passes it), a figure is saved and shown by one call, results are saved as they are
     recorded (no `_ = run.save_results()`), and rows go through `add_rows` (de-duplicated)."""
     for path in NOTEBOOKS:
-        cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+        # the Colab badge and setup cells at the top (tools/colab.py, tested in test_colab_binder)
+        cells = [c for c in json.loads(path.read_text())["cells"]
+                 if c["cell_type"] == "code" and not colab.is_launch_cell(c)]
         code = ["".join(c["source"]) for c in cells]
         assert "run = RunFolder.for_notebook(globals())" in code[1], path.name
         # a cell that writes out a key formula for teaching (tested against the library) may define it
@@ -333,12 +336,12 @@ ANSWERED = {"06", "07", "08"}
 
 
 def teaching_gaps(notebook: Path) -> list[str]:
-    """What a teaching notebook lacks: learning objectives at the top, Key takeaways before the
-    exercises (and before "What this run shows" where it has one), exercises that each have a hint,
-    an expected direction and a collapsed answer, (01) the glossary, and (`ANSWERED`) "What this
-    run shows" and "The paper vs this run"."""
+    """What a teaching notebook lacks (below its Colab badge): learning objectives at the top, Key
+    takeaways before the exercises (and before "What this run shows" where it has one), exercises
+    that each have a hint, an expected direction and a collapsed answer, (01) the glossary, and
+    (`ANSWERED`) "What this run shows" and "The paper vs this run"."""
     cells = json.loads(notebook.read_text())["cells"]
-    md = ["".join(c["source"]) for c in cells if c["cell_type"] == "markdown"]
+    md = ["".join(c["source"]) for c in cells if c["cell_type"] == "markdown" and not colab.is_launch_cell(c)]
     text, gaps = "\n".join(md), []
     if "Learning objectives" not in md[0]:
         gaps.append("no learning objectives in the first cell")
