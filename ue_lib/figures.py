@@ -1,8 +1,8 @@
 """Generic figures (seaborn / matplotlib), each returning its Figure: domain samples, learning
 curves (one model's domains, or several models per domain), bars and paired differences of result
-tables, retrieval galleries (one split, or one index of several domains for several models) and
-2-D projections of given embeddings (one model, or several side by side), and a swept setting
-against a metric. Colours come from `ue_lib.palette`.
+tables, retrieval galleries (one split, or one index of several domains for several models, or
+one query in two indexes side by side) and 2-D projections of given embeddings (one model, or
+several side by side), and a swept setting against a metric. Colours come from `ue_lib.palette`.
 Nothing here embeds a model: the systems' figures (``ue_lib/<system>/figures.py``) compute what
 they show with `ue_lib.evaluate` and draw it with these. `use_theme` sets the one seaborn theme
 (the run folder calls it when a notebook opens it).
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -308,6 +308,44 @@ def neighbour_blocks(images: Mapping[int, np.ndarray], labels, domains, queries,
     fig.text(0.5, 0.005, "border: green = same class and domain as the query, red = not; "
              "above each image: its domain", ha="center", va="bottom", fontsize=8, style="italic")
     fig.tight_layout(rect=(0, 0.02, 1, 1))
+    return fig
+
+
+def neighbour_pairs(query: np.ndarray, rows: Mapping[str, Sequence], headers: Sequence[str],
+                    title: str = "", caption: str = ""):
+    """One query's neighbours in two indexes side by side, one row per model: `rows` maps a
+    model label (written left of its row in the model's colour) to its two panels, in the
+    order of `headers` (e.g. "per-domain index", "merged index"). A panel is a list of
+    neighbours, best first, each (image, hit, text, text colour): bordered `HIT` when `hit`,
+    else `MISS`, titled with `text` in its colour; or a string, written in place of a panel a
+    model does not have. Each panel starts with the query (black border)."""
+    top = max([len(p) for panels in rows.values() for p in panels if not isinstance(p, str)] + [1])
+    fig = plt.figure(figsize=(2 * (top + 1) * 0.95 + 1.6, 0.9 + 1.25 * len(rows)), layout="constrained")
+    for side, (sub, header) in enumerate(zip(fig.subfigures(1, len(headers), wspace=0.04), headers)):
+        axes = sub.subplots(len(rows), top + 1, squeeze=False)
+        sub.suptitle(header, fontsize=10, fontweight="bold")
+        for row, (name, panels) in zip(axes, rows.items()):
+            panel = panels[side]
+            for ax in row:
+                ax.axis("off")
+            if side == 0:
+                row[0].text(-0.12, 0.5, name, transform=row[0].transAxes, ha="right", va="center",
+                            fontsize=9, color=model_color(name), fontweight="bold")
+            if isinstance(panel, str):
+                row[0].text(0.0, 0.5, panel, transform=row[0].transAxes, ha="left", va="center",
+                            fontsize=8, style="italic", in_layout=False)  # not a column's width
+                continue
+            row[0].axis("on")
+            show_image(row[0], query, border="black")
+            row[0].set_title("query", fontsize=7)
+            for ax, (image, hit, text, color) in zip(row[1:], panel):
+                ax.axis("on")
+                show_image(ax, image, border=HIT if hit else MISS)
+                ax.set_title(text, fontsize=7, color=color)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    if caption:
+        fig.supxlabel(caption, fontsize=8, style="italic")
     return fig
 
 

@@ -46,7 +46,7 @@ from .io import RESULT_COLUMNS, atomic_write_text, result_rows, save_figure
 from .lifeline import watch_parent
 from .models import build_trunk, caches_features, trunk_key
 from .profiles import Profile
-from .spec import RunSpec
+from .spec import HEADLESS_ENV, RunSpec
 from .training import ModelStore, Objective, TrainJob, TrainResult, train
 from .verdicts import float_format
 
@@ -352,6 +352,16 @@ class RunFolder:
             plt.close(fig)  # shown once: an inline backend would show it again
         else:
             plt.show()
+
+    def interactive(self, make: Callable[[], object]) -> None:
+        """Display the widget `make()` returns where someone can use it: in a Jupyter kernel
+        that `ue run` did not start (`HEADLESS_ENV`). Headless, a widget is dead text in the
+        executed notebook, its HTML and the book ("VBox(children=...)"), so nothing is made or
+        shown there; the notebook shows a static figure of the same view beside it."""
+        if in_kernel() and not os.environ.get(HEADLESS_ENV):
+            from IPython.display import display
+
+            display(make())
 
     def savefig(self, fig, name: str) -> Path:
         """Save `fig` as figures/<notebook>/<name>.png (without showing it)."""

@@ -23,7 +23,7 @@ from . import timing
 from .data import check_domain, resolve_data_root
 from .data.core import CHECKOUT, ENV_VAR
 from .io import RESULT_COLUMNS, atomic_write_text
-from .spec import RunSpec
+from .spec import HEADLESS_ENV, RunSpec
 
 NOTEBOOK_DIR = CHECKOUT / "notebooks"
 
@@ -102,17 +102,20 @@ def run(spec: RunSpec, only: list[str] | None = None, notebooks: Path = NOTEBOOK
 
 @contextlib.contextmanager
 def _data_root_for_kernels():
-    """Kernels run inside the run folder: give them the data root as an absolute path (and
-    leave this process's environment as it was)."""
-    before = os.environ.get(ENV_VAR)
-    os.environ[ENV_VAR] = str(resolve_data_root().resolve())
+    """Kernels run inside the run folder: give them the data root as an absolute path, and tell
+    them that they run headless (`HEADLESS_ENV`: no widget is shown); leave this process's
+    environment as it was."""
+    values = {ENV_VAR: str(resolve_data_root().resolve()), HEADLESS_ENV: "1"}
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop(ENV_VAR, None)
-        else:
-            os.environ[ENV_VAR] = before
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @functools.cache

@@ -21,6 +21,10 @@ from pathlib import Path
 from .config import Validated
 from .profiles import Profile, load_profile
 
+# set (to "1") in the environment of the kernels `ue run` starts: a notebook run headless, where
+# nobody can use a widget (`ue_lib.runfolder.RunFolder.interactive` shows none there)
+HEADLESS_ENV = "UE_HEADLESS"
+
 
 @dataclass(frozen=True)
 class RunSpec(Validated):

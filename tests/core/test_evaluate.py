@@ -24,6 +24,7 @@ from ue_lib.evaluate import (
     per_query_metrics,
     query_counts,
     retrieval_metrics,
+    tie_ordered,
 )
 
 # Angles 0, 10, 25, 45, 70, 100 for items 0..5; labels A={0,1,2,4}, B={3,5}.
@@ -110,6 +111,16 @@ def test_nearest_neighbours_rank_other_items_by_the_tie_rule():
     assert nearest_neighbours(x[:1], 3).shape == (1, 0)
     with pytest.raises(ValueError, match="queries must be indices"):
         nearest_neighbours(x, 1, [5])
+
+
+def test_tie_ordered_ranks_any_scores_by_the_tie_rule():
+    # 7 and 2 tie exactly, 5 is within TIE_EPS of 2 and so chains into their group: by index
+    scores = [0.5, 0.9, 0.9, 0.9 - TIE_EPS / 2, 0.1]
+    assert tie_ordered(scores, [4, 7, 2, 5, 9]).tolist() == [2, 5, 7, 4, 9]
+    assert tie_ordered([0.3, 0.2 + 3 * TIE_EPS, 0.2], [0, 3, 1]).tolist() == [0, 3, 1]  # no tie
+    assert tie_ordered([], []).tolist() == []
+    with pytest.raises(ValueError, match="differ in length"):
+        tie_ordered([0.1, 0.2], [1])
 
 
 @pytest.mark.parametrize("relevant_first", [True, False])

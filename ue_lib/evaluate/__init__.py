@@ -4,7 +4,8 @@
   (:mod:`.search`): leave-one-out and query/gallery Recall@K, MAP@R and MMP@5
   (:mod:`.retrieval`), whole-ranking mAP@all and precision@K (:mod:`.ranking`), coarse
   Recall@K and graded nDCG@K (:mod:`.graded`); the ranked neighbours themselves, for figures,
-  by :func:`~.search.nearest_neighbours`.
+  by :func:`~.search.nearest_neighbours`, and any index's scores in its tie order
+  (:func:`~.search.tie_ordered`).
 * Inference: a model's embeddings of a split (images or cached trunk features) and its
   per-domain and merged scores (:mod:`.inference`).
 """
@@ -23,7 +24,7 @@ from .retrieval import (
     retrieval_metrics,
     split_metrics,
 )
-from .search import TIE_EPS, l2_normalise, nearest_neighbours
+from .search import TIE_EPS, l2_normalise, nearest_neighbours, tie_ordered
 
 __all__ = [
     "TIE_EPS",
@@ -46,4 +47,5 @@ __all__ = [
     "ranking_metrics",
     "retrieval_metrics",
     "split_metrics",
+    "tie_ordered",
 ]

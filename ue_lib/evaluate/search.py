@@ -201,3 +201,18 @@ def nearest_neighbours(embeddings: Any, k: int, queries: Any = None) -> np.ndarr
     index = faiss.IndexFlatIP(x.shape[1])
     index.add(x)
     return _search_sorted(index, x, x[rows], np.full(len(rows), k), self_rows=rows)
+
+
+def tie_ordered(scores: Any, items: Any) -> np.ndarray:
+    """One query's candidates ``items`` (e.g. every item of a faiss index, with the scores its
+    ``search`` returned, higher = nearer) in the order of this module's tie rule: by
+    decreasing score, candidates within ``TIE_EPS`` of each other tied (ties chain), and a tie
+    group in ascending item index. For a search that is not the exact cosine one (a compressed
+    index's approximate scores) ranked as the metrics rank theirs. Returns an int64 array."""
+    s = np.asarray(scores, dtype=np.float64).reshape(1, -1)
+    c = np.asarray(items, dtype=np.int64).reshape(1, -1)
+    if s.shape != c.shape:
+        raise ValueError(f"scores and items differ in length: {s.shape[1]} vs {c.shape[1]}")
+    if not c.size:
+        return np.zeros(0, dtype=np.int64)
+    return _rank_candidates(s, c, int(c.max()) + 1, None)[0][0]

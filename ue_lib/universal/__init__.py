@@ -8,8 +8,8 @@ tuned alike. The role files, as in every system folder: `settings` (its part of 
 (what its notebooks run), `verdicts` (its claims, decided by `ue_lib.verdicts`' rules) and
 `figures`; here also `histories` (what training curves and budgets say and which models are
 flagged), `examples` (the worked examples of notebooks 01 and 03), `neighbours` (how much of a
-teacher's order and nearest neighbours a student keeps) and `temperature` (what the softmax
-over distances does at each τ).
+teacher's order and nearest neighbours a student keeps), `temperature` (what the softmax
+over distances does at each τ) and `explorer` (one query's neighbours per model, by hand).
 """
 
 from ..palette import OKABE_ITO, register_colors
@@ -25,5 +25,6 @@ COLORS = {
     "distill:rkd_distance": OKABE_ITO["orange"],
     "distill:rkd_angle": OKABE_ITO["sky blue"],
     "distill:darkrank": OKABE_ITO["black"],
+    "distill:kl+opq": OKABE_ITO["reddish purple"],  # the kl student in a compressed index (`explorer`)
 }
 register_colors(COLORS)
