@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -63,11 +64,10 @@ def smoke_run(tmp_path_factory, data_root):
     """One `smoke` run for the whole session (notebooks, book, explorer, search tests read it
     and never write into it). `ue profile` is `ue run` with every process profiled
     (`ue_lib.timing`): the same notebooks and numbers, and a table of where their time went."""
-    from test_cli import ue  # tests/run is on the path once its tests are collected
-
     out = tmp_path_factory.mktemp("smoke")
     start = time.perf_counter()
-    r = ue("profile", "--profile", "smoke", "--out", out, timeout=900)
+    r = subprocess.run([sys.executable, "-m", "ue_lib.cli", "profile", "--profile", "smoke",
+                        "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=900)
     assert r.returncode == 0, r.stdout + r.stderr
     print(f"\nsmoke profile: {time.perf_counter() - start:.0f} s\n{r.stdout}")
     (out / "ue-run.stderr").write_text(r.stderr)
