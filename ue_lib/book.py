@@ -11,7 +11,7 @@ are, never executed again), in notebook order, with
   notebook output shows;
 * a page of the run: its profile and parameters, versions and the time of each notebook
   (RUN_DIR/run.json);
-* the repository's docs/*.md pages, in the order the README first links them.
+* the repository's docs/*.md pages, in the order of the README's reading list.
 
 It works offline: MathJax is served from the book itself (the `sphinx-mathjax-offline`
 package's copy), widgets' JavaScript is not loaded from a CDN, and images on other sites
@@ -31,7 +31,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from io import StringIO
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from warnings import catch_warnings, simplefilter
 
 from .data.core import repository_root
 
@@ -42,6 +43,7 @@ REMOTE_IMAGE = re.compile(r"!\[([^\]]*)\]\((https?://[^)\s]+)(?:\s+\"[^\"]*\")?\
 REMOTE_HTML_IMAGE = re.compile(r"<img\b[^>]*\bsrc=[\"']https?://[^>]*>", re.IGNORECASE)
 HTML_ALT = re.compile(r"\balt=[\"']([^\"']*)[\"']", re.IGNORECASE)
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+LOCAL_LINK = re.compile(r"(?<!!)\[([^\]]*)\]\(([^)\s]+)\)")
 DOCS_LINK = re.compile(r"\]\(docs/([\w.-]+\.md)(?:#[^)]*)?\)")
 
 
@@ -231,10 +233,39 @@ def _figures_page(figures: list[Path], run_dir: Path, src: Path) -> str:
 
 
 def docs_order(readme: str, docs: list[Path]) -> list[Path]:
-    """The docs pages in the order the README first links them, then the others by name."""
+    """The docs pages in the order of the README's tables that link them (its reading list),
+    then of its other links, then the others by name."""
     by_name = {p.name: p for p in docs}
-    linked = [by_name[n] for n in dict.fromkeys(DOCS_LINK.findall(readme)) if n in by_name]
+    rows = "\n".join(line for line in readme.splitlines() if line.startswith("|"))
+    names = DOCS_LINK.findall(rows) + DOCS_LINK.findall(readme)
+    linked = [by_name[n] for n in dict.fromkeys(names) if n in by_name]
     return linked + sorted(set(docs) - set(linked))
+
+
+def local_links(text: str, page: str, repo: Path | None, src: Path) -> str:
+    """A staged page's links to the repository's files, made to work in the book: a docs page
+    or a staged notebook stays a link, the README becomes the front page, another file of the
+    repository is copied in (Sphinx makes it a download), anything else becomes its text and
+    path. `page` is the page's path in the book (e.g. "docs/data.md")."""
+    here = PurePosixPath(page).parent
+
+    def fix(m: re.Match) -> str:
+        label, target = m.group(1), m.group(2)
+        path = target.partition("#")[0]
+        if not path or re.match(r"[a-z][a-z0-9+.-]*:", target):
+            return m.group(0)  # an anchor on this page, or another site
+        rel = PurePosixPath(os.path.normpath(here / path))
+        if (src / rel).is_file():
+            return m.group(0)  # a page or file of the book
+        if rel == PurePosixPath("README.md"):
+            return f"[{label}]({os.path.relpath('index.md', here)})"
+        found = repo / rel if repo is not None and not rel.parts[0] == ".." else None
+        if found is not None and found.is_file() and found.suffix not in (".md", ".ipynb"):
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(found, src / rel)
+            return m.group(0)
+        return label if label.strip("`").rstrip("/") == str(rel) else f"{label} (`{rel}`)"
+    return LOCAL_LINK.sub(fix, text)
 
 
 def _stage_notebook(path: Path, dst: Path) -> None:
@@ -283,15 +314,18 @@ def stage(run_dir: Path, notebooks: list[Path], src: Path, repo: Path | None) ->
     figures = extra_figures(run_dir, notebooks)
     if figures:
         pages["figures.md"] = _figures_page(figures, run_dir, src)
+    for name, text in pages.items():
+        (src / name).write_text(text, encoding="utf-8")
     docs = docs_order(readme, sorted((repo / "docs").glob("*.md")) if repo else [])
     if docs:
         (src / "docs").mkdir()
         for path in docs:
             (src / "docs" / path.name).write_text(offline_markdown(path.read_text()))
-    for name, text in pages.items():
-        (src / name).write_text(text, encoding="utf-8")
+        for path in docs:  # once every page is there
+            page = src / "docs" / path.name
+            page.write_text(local_links(page.read_text(), f"docs/{path.name}", repo, src))
     this_run = [n[:-3] for n in ("glossary.md", "run.md", "figures.md") if n in pages]
-    index = (offline_markdown(introduction(readme))
+    index = (local_links(offline_markdown(introduction(readme)), "index.md", repo, src)
              + f"\nThis book shows a run of profile `{run.get('profile', '?')}`: its executed "
              "notebooks as they ran, its figures, and the project's documentation.\n\n"
              + _toctree("Notebooks", [n[:-6] for n in names.values()])
@@ -339,7 +373,10 @@ def _sphinx_build(src: Path, out: Path, doctrees: Path) -> list[str]:
     from sphinx.util.docutils import docutils_namespace
 
     warnings = StringIO()
-    with docutils_namespace():
+    with docutils_namespace(), catch_warnings():
+        # the theme's and myst's use of Sphinx APIs due to change: nothing a reader can act on
+        simplefilter("ignore", DeprecationWarning)
+        simplefilter("ignore", PendingDeprecationWarning)
         app = Sphinx(str(src), str(src), str(out), str(doctrees), "html", status=None,
                      warning=warnings, freshenv=True)
         app.build()

@@ -117,6 +117,22 @@ def test_remote_images_become_links_so_the_book_loads_nothing_from_outside():
                                            "and ![local](figures/a.png)")
 
 
+def test_links_to_repository_files_work_in_the_book(tmp_path):
+    repo, src = tmp_path / "repo", tmp_path / "src"
+    (repo / "binder").mkdir(parents=True)
+    (repo / "binder" / "apt.txt").write_text("openclipart-svg\n")
+    (src / "docs").mkdir(parents=True)
+    (src / "docs" / "other.md").write_text("# Other\n")
+    text = ("[a](other.md#part) [b](../README.md#the-notebooks) [c](../binder/apt.txt) "
+            "[d](../binder/gone.txt) [`tests/`](../tests/) [e](#here) [f](https://x.example/g.md)")
+    assert book.local_links(text, "docs/page.md", repo, src) == (
+        "[a](other.md#part) [b](../index.md) [c](../binder/apt.txt) d (`binder/gone.txt`) "
+        "`tests/` [e](#here) [f](https://x.example/g.md)")
+    assert (src / "binder" / "apt.txt").read_text() == "openclipart-svg\n"  # a download in the book
+    assert book.local_links("[n](notebooks/01_a.ipynb)", "index.md", None, src) == \
+        "n (`notebooks/01_a.ipynb`)"
+
+
 def test_figure_files_no_notebook_shows_get_a_page(tmp_path):
     shown, unshown = b"\x89PNG shown", b"\x89PNG not shown"
     for name, data in (("a_shown.png", shown), ("b_unshown.png", unshown)):
@@ -128,10 +144,11 @@ def test_figure_files_no_notebook_shows_get_a_page(tmp_path):
     assert book.extra_figures(tmp_path, [nb]) == [tmp_path / "figures" / "01_first" / "b_unshown.png"]
 
 
-def test_docs_pages_follow_the_readme_links():
+def test_docs_pages_follow_the_readme_reading_list_then_its_links():
     docs = [Path("docs") / n for n in ("a.md", "b.md", "c.md", "d.md")]
-    readme = "see [c](docs/c.md#part), then [a](docs/a.md), [c again](docs/c.md), [x](docs/x.md)"
-    assert [p.name for p in book.docs_order(readme, docs)] == ["c.md", "a.md", "b.md", "d.md"]
+    readme = ("see [c](docs/c.md#part), then [a](docs/a.md), [c again](docs/c.md), [x](docs/x.md)\n"
+              "| page | what |\n| --- | --- |\n| [d](docs/d.md) | d |\n| [x](docs/x.md) | x |\n")
+    assert [p.name for p in book.docs_order(readme, docs)] == ["d.md", "c.md", "a.md", "b.md"]
 
 
 def test_ue_book_errors_a_user_can_cause_are_one_line(tmp_path, capsys):
