@@ -29,7 +29,10 @@ LOCAL = ("data:", "blob:", "about:", "chrome:", "devtools:")
 # --------------------------------------------------------------------------- the book's pieces
 
 def _notebook(cells: list[dict]) -> dict:
-    return {"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    cells = [{**cell, "id": f"c{i}"} for i, cell in enumerate(cells)]
+    return {"cells": cells, "nbformat": 4, "nbformat_minor": 5,
+            "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+                         "language_info": {"name": "python", "pygments_lexer": "ipython3"}}}
 
 
 def _md(text: str) -> dict:
@@ -171,6 +174,41 @@ def test_ue_book_errors_a_user_can_cause_are_one_line(tmp_path, capsys):
     assert capsys.readouterr().err == (f"ue book: error: {tmp_path / 'site'} exists and is not a book "
                                        f"made by `ue book`; choose another --out, or remove that folder\n")
     assert (tmp_path / "site" / "mine.txt").read_text() == "keep me"
+
+
+def test_ue_book_builds_a_hand_made_run_quietly_and_rebuilds_over_its_own_book(tmp_path, capsys,
+                                                                               monkeypatch):
+    run, repo = tmp_path / "run", tmp_path / "repo"
+    (repo / "docs").mkdir(parents=True)
+    (repo / "README.md").write_text("# Project\n\nLead.\n\n## Idea\n\nIt.\n\n## Usage section\n\n"
+                                    "[guide](docs/guide.md)\n")
+    (repo / "docs" / "guide.md").write_text("# Guide\n\nSee [the code](../code.py) and [run](../run.md).\n")
+    (repo / "code.py").write_text("print(1)\n")
+    monkeypatch.setattr(book, "repository_root", lambda: repo)
+    png = {"output_type": "display_data", "metadata": {},
+           "data": {"image/png": base64.b64encode(_tiny_png()).decode(), "text/plain": "<Figure>"}}
+    _write(run / "notebooks" / "01_first.ipynb", _notebook([
+        _md("# 01 · First\n\nWith $x^2$."), _code(1, [png]), _md("## Glossary\n| a | b |\n| - | - |")]))
+    _write(run / "notebooks" / "02_second.ipynb", _notebook([_md("# 02 · Second"), _code(1)]))
+    (run / "figures" / "02_second").mkdir(parents=True)
+    (run / "figures" / "02_second" / "unshown.png").write_bytes(_tiny_png((0, 0, 255)))
+    (run / "run.json").write_text(json.dumps({"profile": "smoke", "seconds": {"01_first": 1.0}}))
+    for _ in range(2):  # the second build replaces the first
+        assert main(["book", str(run)]) == 0
+        out = capsys.readouterr()
+        assert re.fullmatch(rf"book: {re.escape(str(run / 'book' / 'index.html'))} \(7 pages, "
+                            rf"[0-9.]+ s\)\n", out.out) and out.err == ""
+    site = run / "book"
+    assert (site / ".nojekyll").is_file() and not list(tmp_path.glob(".book*"))
+    assert [p.name for p in sorted(site.glob("*.html"))] == [
+        "figures.html", "genindex.html", "glossary.html", "index.html", "run.html", "search.html"]
+    assert "unshown.png" in (site / "figures.html").read_text()
+    assert 'href="../_downloads/' in (site / "docs" / "guide.html").read_text()
+    front = (site / "index.html").read_text()
+    assert "Lead." in front and "Usage section" not in front  # the introduction only
+    assert "1.0 s" in (site / "run.html").read_text()
+    assert "mathjax/tex-chtml.js" in (site / "notebooks" / "01_first.html").read_text()
+    assert not re.search(r"(src|href)=\"https?://", "".join(p.read_text() for p in site.rglob("*.html")))
 
 
 # --------------------------------------------------------------------------- the browser check
@@ -330,10 +368,18 @@ def check_site(driver, server, screenshot: Path | None = None) -> SiteCheck:
     return check
 
 
-def _png(path: Path) -> None:
+def _tiny_png(color=(200, 30, 30)) -> bytes:
+    from io import BytesIO
+
     from PIL import Image
 
-    Image.new("RGB", (4, 3), (200, 30, 30)).save(path)
+    buf = BytesIO()
+    Image.new("RGB", (4, 3), color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _png(path: Path) -> None:
+    path.write_bytes(_tiny_png())
 
 
 def test_the_browser_check_fails_on_a_missing_image_a_broken_link_and_a_missing_page(tmp_path, monkeypatch):
