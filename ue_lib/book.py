@@ -102,6 +102,18 @@ def executed_notebooks(run_dir: Path) -> list[Path]:
     return books
 
 
+def read_run(run_dir: Path) -> dict:
+    """The run's run.json ({} when the run folder has none)."""
+    path = Path(run_dir) / "run.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BookError(f"{path} is not readable ({exc}); run `ue run --out {run_dir}` again to "
+                        f"rewrite it, or move it aside") from exc
+
+
 def introduction(readme: str) -> str:
     """The README's introduction: its title, the lead paragraphs and its first section (all up
     to its second level-2 heading)."""
@@ -306,7 +318,7 @@ def stage(run_dir: Path, notebooks: list[Path], src: Path, repo: Path | None) ->
     names = {p.stem: f"notebooks/{p.name}" for p in notebooks}
     for path in notebooks:
         _stage_notebook(path, src / names[path.stem])
-    run = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    run = read_run(run_dir)
     pages = {"run.md": run_page(run, lambda name: names.get(name))}
     glossary = glossary_page(notebooks, lambda p: names[p.stem])
     if glossary:
@@ -398,7 +410,8 @@ def _check_out(out: Path, run_dir: Path) -> None:
         raise BookError(f"{out} exists and is not a book made by `ue book`; choose another --out, "
                         f"or remove that folder")
     if run_dir.resolve().is_relative_to(out.resolve()):
-        raise BookError(f"--out {out} holds the run folder; choose a folder inside it or elsewhere")
+        raise BookError(f"--out {out} contains the run folder {run_dir}; choose another folder "
+                        f"(the default is RUN_DIR/book)")
 
 
 def build_book(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Book:
@@ -413,9 +426,8 @@ def build_book(run_dir: str | os.PathLike, out: str | os.PathLike | None = None)
         src, built = Path(tmp) / "src", out.with_name(f".{out.name}.new{os.getpid()}")
         try:
             pages = stage(run_dir, notebooks, src, repository_root())
-            run = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
-            (src / "conf.py").write_text(_conf_py(sphinx_config(
-                f"ue_lib · the {run.get('profile', run_dir.name)} run")))
+            profile = read_run(run_dir).get("profile", run_dir.name)
+            (src / "conf.py").write_text(_conf_py(sphinx_config(f"ue_lib · the {profile} run")))
             warnings = _sphinx_build(src, built, Path(tmp) / "doctrees")
             _trim_mathjax(built)
             if (built / "_sources").is_dir() and not any((built / "_sources").iterdir()):

@@ -174,6 +174,12 @@ def test_ue_book_errors_a_user_can_cause_are_one_line(tmp_path, capsys):
     assert capsys.readouterr().err == (f"ue book: error: {tmp_path / 'site'} exists and is not a book "
                                        f"made by `ue book`; choose another --out, or remove that folder\n")
     assert (tmp_path / "site" / "mine.txt").read_text() == "keep me"
+    (tmp_path / "run.json").write_text("{garbled")
+    assert main(["book", str(tmp_path), "--out", str(tmp_path / "book")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"ue book: error: {tmp_path / 'run.json'} is not readable (") and \
+        err.endswith(f"); run `ue run --out {tmp_path}` again to rewrite it, or move it aside\n")
+    assert err.count("\n") == 1
 
 
 def test_ue_book_builds_a_hand_made_run_quietly_and_rebuilds_over_its_own_book(tmp_path, capsys,
@@ -209,6 +215,19 @@ def test_ue_book_builds_a_hand_made_run_quietly_and_rebuilds_over_its_own_book(t
     assert "1.0 s" in (site / "run.html").read_text()
     assert "mathjax/tex-chtml.js" in (site / "notebooks" / "01_first.html").read_text()
     assert not re.search(r"(src|href)=\"https?://", "".join(p.read_text() for p in site.rglob("*.html")))
+
+
+def test_ue_help_lists_book_and_ctrl_c_in_it_is_one_line(tmp_path, capsys, monkeypatch):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "book" in capsys.readouterr().out
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("ue_lib.cli.build_book", interrupted)
+    assert main(["book", str(tmp_path)]) == 130
+    assert capsys.readouterr().err == "ue book: error: interrupted; run the same command again to resume\n"
 
 
 # --------------------------------------------------------------------------- the browser check
