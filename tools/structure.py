@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1] / "ue_lib"
 MAX_LINES = 80
 SYSTEMS = ("universal", "opqn", "sgml", "objects")
-RUN_MACHINERY = ("profiles", "spec", "runfolder", "runner", "sweep", "check", "cli", "bench",
+RUN_MACHINERY = ("profiles", "spec", "runfolder", "runner", "sweep", "check", "cli", "bench", "book",
                  "quantize")  # quantize: the old public path of OPQN's codebooks, re-exported
 # what counts as a mention of each neighbouring system (case-insensitive)
 VOCABULARY = {

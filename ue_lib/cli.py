@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from .book import BookError, build_book
 from .check import CheckError, check, format_check, record_baseline
 from .data import DataError, load_domains, resolve_data_root
 from .profiles import parse_value
@@ -24,6 +25,7 @@ EPILOG = """examples:
   ue sweep notebooks/03_absolute_vs_distribution_distillation.ipynb --out runs/tau \\
       -p kl.temperature 0.02 0.05 0.1 --seeds 0 1
   ue data mini
+  ue book runs/mini --out site
 """
 
 
@@ -116,6 +118,16 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_book(args: argparse.Namespace) -> int:
+    book = build_book(args.run_dir, args.out)
+    print(f"book: {book.out / 'index.html'} ({len(book.pages)} pages, {book.seconds:.1f} s)")
+    for line in book.warnings[:3]:
+        print(f"  warning: {line}")
+    if len(book.warnings) > 3:
+        print(f"  … and {len(book.warnings) - 3} more warnings")
+    return 0
+
+
 def _run_settings(parser: argparse.ArgumentParser, out_help: str) -> None:
     """The options `ue run` and `ue train` share: which run, and its profile settings."""
     parser.add_argument("--profile", default="mini", help="smoke | mini | scratch | paper (default: mini)")
@@ -125,6 +137,15 @@ def _run_settings(parser: argparse.ArgumentParser, out_help: str) -> None:
     parser.add_argument("-p", nargs="+", action="append", metavar=("NAME", "VALUE"),
                         help="override a profile setting, e.g. -p epochs_naive 30 or "
                              "-p kl.temperature 0.1 (repeatable)")
+
+
+def _book_parser(sub) -> None:
+    b = sub.add_parser("book", help="build a static website (a book) of a run folder's executed "
+                       "notebooks, readable offline and publishable as is (docs/book.md)")
+    b.add_argument("run_dir", help="run folder made by `ue run --out`")
+    b.add_argument("--out", default=None, help="book folder (default: RUN_DIR/book; an earlier "
+                   "book there is replaced)")
+    b.set_defaults(func=_cmd_book)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--no-download", action="store_true", help="never download")
     d.set_defaults(func=_cmd_data)
+    _book_parser(sub)
     return parser
 
 
@@ -218,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CheckError, DataError, RunError, ValueError, TypeError) as exc:
+    except (BookError, CheckError, DataError, RunError, ValueError, TypeError) as exc:
         message, status = str(exc), 2
     except OSError as exc:  # FileNotFoundError too: read-only, full, not allowed, not there
         message, status = os_error(exc), 2

@@ -51,3 +51,9 @@ def test_importing_the_package_pins_the_cpu_code_paths_unless_told_not_to():
     else:
         assert run() == ["None", "None"]
     assert run(UE_CPU_ISA="native") == ["None", "None"]
+
+
+def test_ci_installs_the_browser_the_book_test_needs():
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "apt-get install" in ci and "chromium chromium-driver" in ci
+    assert "/usr/bin/chromium" in ci and "/usr/bin/chromedriver" in ci
