@@ -157,6 +157,30 @@ def test_a_compressed_index_needs_enough_images_for_its_codebooks():
     assert index.ntotal == 40 and index.d == 16
 
 
+def test_notebook_figure_reads_notebook_04s_merged_rows(tmp_path):
+    rows = ["notebook,model,method,domain,split,metric,value,seed,epoch",
+            "04_final_results,distill,kl,merged,test,recall@1,0.7,1,3",
+            "04_final_results,distill,kl,merged,test,recall@1,0.6,0,3",
+            "04_final_results,distill,kl,merged:orl,test,recall@1,0.9,0,3",
+            "04_final_results,distill,kl,merged,test,map@r,0.2,0,3",
+            "04_final_results,distill,distance_mse,merged,test,recall@1,0.5,0,3",
+            "03_absolute_vs_distribution_distillation,distill,kl,merged,test,recall@1,0.1,0,3"]
+    (tmp_path / "results.csv").write_text("\n".join(rows) + "\n")
+    figure = oi.notebook_figure(tmp_path, "kl")
+    assert figure.seed.tolist() == [0, 1] and figure.value.tolist() == [0.6, 0.7]
+
+
+def test_an_export_replaces_only_an_earlier_export(tmp_path):
+    (tmp_path / "ex" / "a").mkdir(parents=True)
+    (tmp_path / "ex" / "a" / "1.png").write_bytes(b"x")
+    (tmp_path / "ex" / "a" / "mine.txt").write_text("the user's")
+    (tmp_path / "ex" / oi.EXPORT_MANIFEST).write_text(json.dumps({"items": [{"path": "a/1.png"}]}))
+    oi._clear_previous_export(tmp_path / "ex")
+    assert sorted(p.name for p in (tmp_path / "ex").rglob("*")) == ["a", "mine.txt"]
+    with pytest.raises(oi.SearchError, match="is not empty and holds no earlier export"):
+        oi._clear_previous_export(tmp_path / "ex")
+
+
 def test_contact_sheet_size(tmp_path):
     assert oi.sheet_size(10) == (6 * 128, 2 * (128 + 18))
     assert oi.sheet_size(3) == (4 * 128, 128 + 18)
