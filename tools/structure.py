@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1] / "ue_lib"
 MAX_LINES = 80
 SYSTEMS = ("universal", "opqn", "sgml", "objects")
 RUN_MACHINERY = ("profiles", "spec", "runfolder", "runner", "sweep", "check", "cli", "bench", "book",
-                 "quantize")  # quantize: the old public path of OPQN's codebooks, re-exported
+                 "own_images", "quantize")  # quantize: the old public path of OPQN's codebooks, re-exported
 # what counts as a mention of each neighbouring system (case-insensitive)
 VOCABULARY = {
     "opqn": r"opqn|quantiz|product.quantization",

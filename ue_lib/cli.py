@@ -26,6 +26,8 @@ EPILOG = """examples:
       -p kl.temperature 0.02 0.05 0.1 --seeds 0 1
   ue data mini
   ue book runs/mini --out site
+  ue index runs/mini ~/Pictures --model kl --out pictures.ue-index
+  ue search pictures.ue-index ~/Pictures/cat.jpg -k 10 --sheet cat-neighbours.png
 """
 
 
@@ -128,6 +130,81 @@ def _cmd_book(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_index(args: argparse.Namespace) -> int:
+    from .own_images import index_folder, skipped_line
+
+    meta = index_folder(args.run_dir, args.folder, args.out, model=args.model, seed=args.seed,
+                        compress=args.compress, batch_size=args.batch_size)
+    if meta["skipped"]:
+        print(f"ue index: {skipped_line(meta['skipped'])} (left out of the index)", file=sys.stderr)
+    print(f"indexed {meta['counts']['indexed']} images of {meta['root']} with {meta['model']} "
+          f"(seed {meta['seed']}, {meta['embedding_dim']}-d, {meta['compression']}) in "
+          f"{meta['seconds']['embed'] + meta['seconds']['index']:.1f} s "
+          f"({meta['images_per_second']:.0f} images/s): "
+          f"{meta['out']}")
+    return 0
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from .own_images import contact_sheet, format_hits, search_image
+
+    index, hits = search_image(args.index, args.image, args.k)
+    print(format_hits(hits, index.root))
+    if args.sheet:
+        print(f"contact sheet: {contact_sheet(Path(args.image), hits, index.root, args.sheet)}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .own_images import export_images
+
+    made = export_images(args.run_dir, args.out, split=args.split, per_domain=args.per_domain,
+                         per_class=args.per_class, seed=args.seed)
+    domains = len({item["domain"] for item in made["items"]})
+    print(f"exported {len(made['items'])} {args.split} images of {domains} domains (seed "
+          f"{made['seed']}) to {args.out}")
+    return 0
+
+
+def _own_images_parsers(sub) -> None:
+    """`ue index`, `ue search` and `ue export` (`ue_lib.own_images`)."""
+    i = sub.add_parser("index", help="embed a folder of your images with a run's universal model "
+                       "into a searchable index")
+    i.add_argument("run_dir", help="a finished run folder (the --out of `ue run`)")
+    i.add_argument("folder", help="the folder of images (searched recursively; never written to)")
+    i.add_argument("--model", default="kl", help="naive, a distillation method (kl, …) or "
+                   "specialist:<domain> (default: kl, the KL-distilled student)")
+    i.add_argument("--seed", type=int, default=None, help="which seed's model (default: the run's)")
+    i.add_argument("--compress", default=None, metavar="opq:M[xB]",
+                   help="an OPQ+PQ index of M sub-vectors of B bits (default 8) instead of the "
+                        "exact one, e.g. opq:32")
+    i.add_argument("--out", default=None,
+                   help="the index folder (default: ./<folder name>.ue-index)")
+    i.add_argument("--batch-size", type=int, default=None,
+                   help="images embedded at once (default: the profile's eval_batch_size)")
+    i.set_defaults(func=_cmd_index)
+
+    s = sub.add_parser("search", help="the indexed images nearest to an image")
+    s.add_argument("index", help="an index folder made by `ue index`")
+    s.add_argument("image", help="the image to search with")
+    s.add_argument("-k", type=int, default=10, help="how many neighbours (default 10)")
+    s.add_argument("--sheet", default=None, metavar="PNG",
+                   help="also save a contact sheet: the query and its neighbours")
+    s.set_defaults(func=_cmd_search)
+
+    e = sub.add_parser("export", help="write a run's test images as PNG files "
+                       "<domain>/<class>/<n>.png (images its models never trained on)")
+    e.add_argument("run_dir", help="a finished run folder")
+    e.add_argument("out", help="a new folder to write them to")
+    e.add_argument("--split", default="test", help="train, val or test (default: test)")
+    e.add_argument("--per-domain", type=int, default=200, help="images per domain (default 200)")
+    e.add_argument("--per-class", type=int, default=10,
+                   help="at least this many images of each class taken (default 10)")
+    e.add_argument("--seed", type=int, default=None,
+                   help="the seed whose splits are used, and the choice (default: the run's)")
+    e.set_defaults(func=_cmd_export)
+
+
 def _run_settings(parser: argparse.ArgumentParser, out_help: str) -> None:
     """The options `ue run` and `ue train` share: which run, and its profile settings."""
     parser.add_argument("--profile", default="mini", help="smoke | mini | scratch | paper (default: mini)")
@@ -214,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-download", action="store_true", help="never download")
     d.set_defaults(func=_cmd_data)
     _book_parser(sub)
+    _own_images_parsers(sub)
     return parser
 
 

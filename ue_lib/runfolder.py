@@ -22,6 +22,7 @@ Within a process every model is loaded once (teachers included), whatever asks f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -162,7 +163,7 @@ class RunFolder:
         job = TrainJob(domains, objective, seed)
         key = (objective.folder, name, job.fingerprint)
         if key not in self._models:
-            folder = self.models_root / objective.folder / f"{name}-{job.fingerprint[:10]}"
+            folder = self._model_dir(*key)
             if self._planning and ModelStore(folder, job.fingerprint).finished() is None:
                 raise MissingModel(folder)
             result = train(job, out_dir=folder, progress=self.progress)
@@ -171,6 +172,27 @@ class RunFolder:
                 print(model_line(f"{objective.folder} {name}", result, objective.epochs))
             self._models[key] = result
         return self._models[key]
+
+    def _model_dir(self, kind: str, name: str, fingerprint: str) -> Path:
+        return self.models_root / kind / f"{name}-{fingerprint[:10]}"
+
+    def model_folder(self, result: TrainResult) -> Path:
+        """The folder `result` (a model this run folder object holds) was loaded from or
+        trained into."""
+        for key, held in self._models.items():
+            if held is result:
+                return self._model_dir(*key)
+        raise ValueError("this model was not trained or loaded by this run folder")
+
+    @contextlib.contextmanager
+    def loading_only(self):
+        """Inside, a model the folder does not hold finished raises `MissingModel` instead of
+        training (those it holds are loaded): for commands that use a finished run's models."""
+        planning, self._planning = self._planning, True
+        try:
+            yield self
+        finally:
+            self._planning = planning
 
     def log(self, kind: str, *event) -> None:
         """Keep a progress event ("model", objective folder, result, epochs) or ("tuning", name)
