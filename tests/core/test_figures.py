@@ -45,7 +45,9 @@ def test_palette_covers_every_model_label_with_fixed_hex_colours():
     students = {"kl ← specialists"} | {f"kl ← {r}" for r in rungs - {"multi-similarity"}}
     guided = {condition_name(f"student_{m}") for m in DISTILLATION_LOSSES}  # notebook 08, any guide
     conditions = set(CONDITIONS.values()) | guided
-    assert set(palette.PALETTE) == expected | indexes | rungs | students | conditions
+    explorer = ("specialist", "naive", "distill:kl", "kl compressed")  # notebook 04's explorer
+    assert set(palette.PALETTE) == expected | indexes | rungs | students | conditions | set(explorer)
+    assert len({palette.PALETTE[k] for k in explorer}) == len(explorer)  # drawn together there
     named = [palette.PALETTE[k] for k in CONDITIONS.values()]  # drawn together in notebook 08
     assert len(set(named)) == len(named)
     assert all(len(c) == 7 and c.startswith("#") for c in palette.PALETTE.values())

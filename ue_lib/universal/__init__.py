@@ -25,6 +25,6 @@ COLORS = {
     "distill:rkd_distance": OKABE_ITO["orange"],
     "distill:rkd_angle": OKABE_ITO["sky blue"],
     "distill:darkrank": OKABE_ITO["black"],
-    "distill:kl+opq": OKABE_ITO["reddish purple"],  # the kl student in a compressed index (`explorer`)
+    "kl compressed": OKABE_ITO["reddish purple"],  # the kl student in a compressed index (`explorer`)
 }
 register_colors(COLORS)

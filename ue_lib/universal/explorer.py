@@ -45,7 +45,7 @@ from ..evaluate import embed, l2_normalise, model_inputs, nearest_neighbours, ti
 from ..palette import domain_color, fixed
 from .models import naive, specialists, student
 
-SPECIALIST, NAIVE, STUDENT, COMPRESSED = "specialist", "naive", "distill:kl", "distill:kl+opq"
+SPECIALIST, NAIVE, STUDENT, COMPRESSED = "specialist", "naive", "distill:kl", "kl compressed"
 MODELS = (SPECIALIST, NAIVE, STUDENT, COMPRESSED)  # palette labels, in the order shown
 NAMES = {SPECIALIST: "specialist (its own domain)", NAIVE: "naive fusion", STUDENT: "kl student",
          COMPRESSED: "kl student, compressed index"}
