@@ -312,13 +312,14 @@ def neighbour_blocks(images: Mapping[int, np.ndarray], labels, domains, queries,
 
 
 def neighbour_pairs(query: np.ndarray, rows: Mapping[str, Sequence], headers: Sequence[str],
-                    title: str = "", caption: str = ""):
+                    title: str = "", caption: str = "", names: Mapping[str, str] | None = None):
     """One query's neighbours in two indexes side by side, one row per model: `rows` maps a
     model label (written left of its row in the model's colour) to its two panels, in the
     order of `headers` (e.g. "per-domain index", "merged index"). A panel is a list of
     neighbours, best first, each (image, hit, text, text colour): bordered `HIT` when `hit`,
     else `MISS`, titled with `text` in its colour; or a string, written in place of a panel a
-    model does not have. Each panel starts with the query (black border)."""
+    model does not have. Each panel starts with the query (black border). `names`: what to write
+    for a model label (default: the label)."""
     top = max([len(p) for panels in rows.values() for p in panels if not isinstance(p, str)] + [1])
     fig = plt.figure(figsize=(2 * (top + 1) * 0.95 + 1.6, 0.9 + 1.25 * len(rows)), layout="constrained")
     for side, (sub, header) in enumerate(zip(fig.subfigures(1, len(headers), wspace=0.04), headers)):
@@ -329,9 +330,12 @@ def neighbour_pairs(query: np.ndarray, rows: Mapping[str, Sequence], headers: Se
             for ax in row:
                 ax.axis("off")
             if side == 0:
-                row[0].text(-0.12, 0.5, name, transform=row[0].transAxes, ha="right", va="center",
+                row[0].text(-0.12, 0.5, (names or {}).get(name, name), transform=row[0].transAxes,
+                            ha="right", va="center",
                             fontsize=9, color=model_color(name), fontweight="bold")
             if isinstance(panel, str):
+                for ax in row:  # the same title room as a row of neighbours: the rows line up
+                    ax.set_title("\n", fontsize=7)
                 row[0].text(0.0, 0.5, panel, transform=row[0].transAxes, ha="left", va="center",
                             fontsize=8, style="italic", in_layout=False)  # not a column's width
                 continue

@@ -214,7 +214,8 @@ class Explorer:
             title or f"Query {a['query']} of {a['domain']}'s test split (class {a['label']}): "
                      f"top-{a['k']} neighbours per model",
             "border: green = a hit (same class; merged: and same domain), red = a miss; above each "
-            "neighbour its domain and its score (cosine; compressed: approximate)")
+            "neighbour its domain and its score (cosine; compressed: approximate)",
+            names={m: NAMES[m] for m in a["models"]})
 
     def _panel(self, table: pd.DataFrame, model: str, index: str) -> list | str:
         rows = table[(table.model == model) & (table["index"] == index)]
