@@ -129,7 +129,7 @@ def test_the_widgets_callbacks_update_the_table(capsys):
     c["models"].value = (NAIVE,)
     c["k"].value = 2
     pd.testing.assert_frame_equal(e.table, twin.view("b", 1, [NAIVE], 2))
-    assert ex.Explorer.summary(e.table) == "Hits in the top 2: naive 1 (per-domain) / 0 (merged)."
+    assert ex.Explorer.summary(e.table) == "Hits in the top 2: naive fusion 1 (per-domain) / 0 (merged)."
     shown = e.output.outputs  # what the widget's Output holds: that line, then the drawing
     assert shown[0]["data"]["text/markdown"] == ex.Explorer.summary(e.table)
     assert shown[1]["data"]["image/png"] and len(shown) == 2
@@ -142,13 +142,23 @@ def test_the_figure_draws_each_model_in_both_indexes():
     assert [t.get_text() for ax in right.axes for t in ax.texts] == [ex.NO_MERGED]
     shown = [ax for ax in right.axes if ax.get_images()]
     assert len(shown) == 4  # the naive row: the query and 3 neighbours; the specialist: a note
-    assert [ax.get_title() for ax in shown[1:]] == ["b\n1.00", "a\n0.98", "b\n0.98"]
+    assert [ax.get_title() for ax in shown[1:]] == ["b 0\nmiss 1.00", "a 0\nhit 0.98", "b 0\nmiss 0.98"]
     edges = [tuple(np.round(ax.spines["top"].get_edgecolor(), 3)) for ax in shown[1:]]
     from matplotlib.colors import to_rgba
 
     from ue_lib.palette import HIT, MISS
     assert edges == [tuple(np.round(to_rgba(c), 3)) for c in (MISS, HIT, MISS)]
     assert len([ax for ax in left.axes if ax.get_images()]) == 8
+
+
+def test_the_example_is_a_seeded_query_with_a_hit_and_a_miss():
+    e = _explorer(seed=3)
+    view = e.example()
+    assert 0 < view.hit.sum() < len(view) and view.attrs["domain"] == "a"
+    assert view.equals(_explorer(seed=3).example())  # the same every call and every explorer
+    draws = np.random.default_rng(3).choice(e.valid_queries("a"), size=ex.EXAMPLE_TRIES)
+    first = next(int(q) for q in draws if 0 < e.view("a", int(q)).hit.sum() < len(e.view("a", int(q))))
+    assert view.attrs["query"] == first
 
 
 def _clustered(n_classes: int, per: int, dim: int, seed: int, noise: float = 0.5

@@ -42,7 +42,7 @@ import pandas as pd
 
 from .. import figures
 from ..evaluate import embed, l2_normalise, model_inputs, nearest_neighbours, tie_ordered
-from ..palette import domain_color, fixed
+from ..palette import fixed
 from .models import naive, specialists, student
 
 SPECIALIST, NAIVE, STUDENT, COMPRESSED = "specialist", "naive", "distill:kl", "kl compressed"
@@ -63,6 +63,8 @@ NO_MERGED = "no merged index: a specialist embeds only its own domain"
 # point, at 0.15 s each
 SUB_DIMS, CODE_BITS, OPQ_ITERATIONS, FIT_VECTORS = 2, 8, 4, 1000
 DEFAULT_K = 5
+EXAMPLE_TRIES = 50  # random queries `example` looks through for one with a hit and a miss
+TEXT = "0.2"  # the neighbours' titles: one neutral colour (the border says hit or miss)
 
 
 class Explorer:
@@ -213,21 +215,31 @@ class Explorer:
              f"{MERGED}: all {len(self.domains)} domains ({n} test images)"],
             title or f"Query {a['query']} of {a['domain']}'s test split (class {a['label']}): "
                      f"top-{a['k']} neighbours per model",
-            "border: green = a hit (same class; merged: and same domain), red = a miss; above each "
-            "neighbour its domain and its score (cosine; compressed: approximate)",
+            f"{self.summary(table)}\nborder: green = a hit (same class; merged: and same domain), "
+            "orange-red = a miss; above each neighbour: its domain and class, hit or miss, and its "
+            "cosine similarity (approximate when compressed; not comparable across models)",
             names={m: NAMES[m] for m in a["models"]})
 
     def _panel(self, table: pd.DataFrame, model: str, index: str) -> list | str:
         rows = table[(table.model == model) & (table["index"] == index)]
         if model == SPECIALIST and index == MERGED:
             return NO_MERGED
-        return [(self.images[r.domain][r.item], bool(r.hit), f"{r.domain}\n{fixed(r.score, 2)}",
-                 domain_color(r.domain)) for r in rows.itertuples()]
+        return [(self.images[r.domain][r.item], bool(r.hit),
+                 f"{r.domain} {r.label}\n{'hit' if r.hit else 'miss'} {fixed(r.score, 2)}", TEXT)
+                for r in rows.itertuples()]
 
-    def example(self) -> pd.DataFrame:
-        """The view notebook 04 shows statically: every model, a random valid query of the
-        first domain drawn with this explorer's seed (not its generator: the same every call)."""
-        return self.view(self.domains[0], self.random_query(self.domains[0], self.seed))
+    def example(self, tries: int = EXAMPLE_TRIES) -> pd.DataFrame:
+        """The view notebook 04 shows statically: every model, for the first of up to `tries`
+        random valid queries of the first domain (drawn with this explorer's seed, not its
+        generator: the same every call) whose view has at least one hit and one miss, so that
+        the two can be told apart; the first draw when none has both."""
+        rng, domain = np.random.default_rng(self.seed), self.domains[0]
+        queries = rng.choice(self.valid_queries(domain), size=tries)
+        for query in queries:
+            view = self.view(domain, int(query))
+            if 0 < view.hit.sum() < len(view):
+                return view
+        return self.view(domain, int(queries[0]))
 
     def example_figure(self):
         return self.figure(self.example())
@@ -257,8 +269,8 @@ class Explorer:
         for m in table.attrs["models"]:
             per = table[(table.model == m) & (table["index"] == PER_DOMAIN)].hit.sum()
             merged = table[(table.model == m) & (table["index"] == MERGED)]
-            parts.append(f"{m} {per} (per-domain) / " + (f"{merged.hit.sum()} (merged)" if len(merged)
-                                                          else "no merged index"))
+            parts.append(f"{NAMES[m]} {per} (per-domain) / "
+                         + (f"{merged.hit.sum()} (merged)" if len(merged) else "no merged index"))
         return f"Hits in the top {table.attrs['k']}: " + "; ".join(parts) + "."
 
     def widget(self):
