@@ -5,7 +5,8 @@
   (:mod:`.retrieval`), whole-ranking mAP@all and precision@K (:mod:`.ranking`), coarse
   Recall@K and graded nDCG@K (:mod:`.graded`); the ranked neighbours themselves, for figures,
   by :func:`~.search.nearest_neighbours`, and any index's scores in its tie order
-  (:func:`~.search.tie_ordered`).
+  (:func:`~.search.tie_ordered`); a compressed OPQ+PQ index fitted on one thread
+  (:func:`~.search.opq_pq_index`).
 * Inference: a model's embeddings of a split (images or cached trunk features) and its
   per-domain and merged scores (:mod:`.inference`).
 """
@@ -24,7 +25,7 @@ from .retrieval import (
     retrieval_metrics,
     split_metrics,
 )
-from .search import TIE_EPS, l2_normalise, nearest_neighbours, tie_ordered
+from .search import TIE_EPS, faiss_threads, l2_normalise, nearest_neighbours, opq_pq_index, tie_ordered
 
 __all__ = [
     "TIE_EPS",
@@ -33,12 +34,14 @@ __all__ = [
     "embed",
     "evaluate_domains",
     "evaluate_merged",
+    "faiss_threads",
     "graded_metrics",
     "index_ranking_metrics",
     "l2_normalise",
     "merged_retrieval_metrics",
     "model_inputs",
     "nearest_neighbours",
+    "opq_pq_index",
     "per_query_gallery_metrics",
     "per_query_graded_metrics",
     "per_query_metrics",

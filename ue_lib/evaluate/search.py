@@ -12,7 +12,8 @@ query chunking. Package-internal helpers keep their leading underscore.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import faiss
@@ -216,3 +217,45 @@ def tie_ordered(scores: Any, items: Any) -> np.ndarray:
     if not c.size:
         return np.zeros(0, dtype=np.int64)
     return _rank_candidates(s, c, int(c.max()) + 1, None)[0][0]
+
+
+@contextlib.contextmanager
+def faiss_threads(n: int) -> Iterator[None]:
+    """faiss's OpenMP threads set to `n` inside the block (restored after). Fitting an OPQ
+    rotation depends on the thread count, so fits run on one thread: the same rows give the same
+    index on any machine and in any worker process."""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def opq_pq_index(train: np.ndarray, subspaces: int, bits: int, seed: int | None = None,
+                 iterations: int | None = None) -> faiss.Index:
+    """An empty inner-product faiss index of an OPQ rotation and PQ codes (`subspaces` codes of
+    `bits` bits an item; `faiss.index_factory`, without the polysemous training it would add
+    and which nothing here uses), fitted on one thread on the rows `train` (L2-normalise them
+    first, and the items and queries): the rotation alternates `iterations` times (None:
+    faiss's default) with the index's own codes, which are then fitted again on the rotated
+    rows. `seed` seeds the codes' k-means (None: faiss's default); small `train` sets are
+    fitted without faiss's "please provide at least N training points" warning. Add the items
+    with `add` (after `faiss.clone_index` for several sets)."""
+    index = faiss.index_factory(train.shape[1], f"OPQ{subspaces},PQ{subspaces}x{bits}np",
+                                faiss.METRIC_INNER_PRODUCT)
+    rotation = faiss.downcast_VectorTransform(index.chain.at(0))
+    codes = faiss.downcast_index(index.index).pq
+    codes.cp.min_points_per_centroid = 1
+    if seed is not None:
+        codes.cp.seed = seed
+    if iterations is not None:
+        rotation.niter = iterations
+    rotation.pq = codes
+    with faiss_threads(1):
+        try:
+            rotation.train(train)
+        finally:
+            rotation.pq = None  # the codes are the index's
+        index.train(train)
+    return index

@@ -13,14 +13,13 @@ OPQN (labelled training split only). Metrics of a faiss index:
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 
 import faiss
 import numpy as np
 
-from ..evaluate import index_ranking_metrics
+from ..evaluate import faiss_threads, index_ranking_metrics
 from .loss import OrthonormalQuantizer
 from .settings import FAISS_KINDS
 
@@ -70,15 +69,9 @@ FIT_VECTORS = 4096  # at most this many vectors (a seeded sample) fit a post-hoc
 FIT_THREADS = 1
 
 
-@contextlib.contextmanager
 def fit_threads(n: int = FIT_THREADS):
     """faiss's OpenMP threads set to `n` inside the block (restored after)."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(n)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(before)
+    return faiss_threads(n)
 
 OPQ_ITERATIONS = 20  # alternations of rotation and PQ in OPQ's training (faiss's default: 50)
 

@@ -30,7 +30,6 @@ notebook 04 shows where widgets do not run (the executed notebook, its HTML, the
 
 from __future__ import annotations
 
-import contextlib
 import io
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -41,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from .. import figures
-from ..evaluate import embed, l2_normalise, model_inputs, nearest_neighbours, tie_ordered
+from ..evaluate import embed, l2_normalise, model_inputs, nearest_neighbours, opq_pq_index, tie_ordered
 from ..palette import fixed
 from .models import naive, specialists, student
 
@@ -327,23 +326,14 @@ class Explorer:
 
 # ---------------------------------------------------------------- the compressed index
 
-@contextlib.contextmanager
-def _one_thread():
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(before)
-
-
 def compressed_index(train: np.ndarray, seed: int = 0, sub_dims: int = SUB_DIMS,
                      bits: int = CODE_BITS) -> faiss.Index:
     """An empty, fitted faiss index of OPQ rotation and PQ codes (`faiss.index_factory`,
     inner product) for L2-normalised rows like `train`: D / `sub_dims` sub-vectors of `bits`
     bits each (fewer bits when `train` has fewer than 2^`bits` rows), the rotation and the
     codebooks fitted on a seeded sample of at most `FIT_VECTORS` rows of `train`, on one
-    thread. Add items with `add` (after `faiss.clone_index` for several sets)."""
+    thread (`ue_lib.evaluate.opq_pq_index`). Add items with `add` (after `faiss.clone_index`
+    for several sets)."""
     train = l2_normalise(np.asarray(train, dtype=np.float32))
     if len(train) > FIT_VECTORS:
         train = train[np.sort(np.random.default_rng(seed).choice(len(train), FIT_VECTORS, replace=False))]
@@ -352,17 +342,7 @@ def compressed_index(train: np.ndarray, seed: int = 0, sub_dims: int = SUB_DIMS,
     bits = min(bits, int(np.log2(max(2, len(train)))))
     if len(train) < dim:
         raise ValueError(f"{len(train)} training rows cannot fit a rotation of {dim} dimensions")
-    index = faiss.index_factory(dim, f"OPQ{subspaces},PQ{subspaces}x{bits}np", faiss.METRIC_INNER_PRODUCT)
-    rotation, codes = faiss.downcast_VectorTransform(index.chain.at(0)), faiss.downcast_index(index.index)
-    # seeded k-means, without faiss's "please provide at least N training points" warning (a
-    # small run has few rows): the codes' settings, which the rotation fits with too
-    codes.pq.cp.min_points_per_centroid, codes.pq.cp.seed = 1, seed
-    rotation.niter, rotation.pq = OPQ_ITERATIONS, codes.pq
-    with _one_thread():
-        rotation.train(train)
-        rotation.pq = None  # the codes are the index's: fitted again on the rotated rows below
-        index.train(train)
-    return index
+    return opq_pq_index(train, subspaces, bits, seed, OPQ_ITERATIONS)
 
 
 def compressed_indexes(train: np.ndarray, items: Mapping[str, np.ndarray], seed: int = 0
