@@ -41,7 +41,15 @@ from .config import ModelSettings
 from .data import benchmarks
 from .data.core import pil_to_array
 from .data.transforms import eval_transform
-from .evaluate import embed, l2_normalise, merged_retrieval_metrics, model_inputs
+from .evaluate import (
+    embed,
+    index_ranking_metrics,
+    l2_normalise,
+    merged_retrieval_metrics,
+    model_inputs,
+    opq_pq_index,
+    query_counts,
+)
 from .io import atomic_write, atomic_write_text, read_named, slug
 from .models import TrunkAndRest, build_trunk
 from .runfolder import MissingModel, RunFolder
@@ -51,9 +59,6 @@ from .training.store import FINAL, load_result
 
 META, FILES, EMBEDDINGS, INDEX = "meta.json", "files.json", "embeddings.npy", "index.faiss"
 EXPORT_MANIFEST = "export.json"
-# Codebooks are fitted on one OpenMP thread: OPQ's rotation depends on faiss's thread count, and
-# the same images must give the same index on any machine.
-FIT_THREADS = 1
 SHOWN_NAMES = 3  # unreadable files named in the summary line before "… and N more"
 
 
@@ -296,6 +301,17 @@ def min_images(dim: int, bits: int) -> int:
     return max(2 ** bits, dim)
 
 
+def check_enough(n: int, dim: int, compression: tuple[int, int]) -> None:
+    """SearchError unless `n` images can fit the codebooks of `compression` (M, bits)."""
+    m, bits = compression
+    need = min_images(dim, bits)
+    if n < need:
+        fewer = f", or fewer bits: opq:{m}x4 needs {min_images(dim, 4)}" if bits > 4 else ""
+        raise SearchError(f"--compress opq:{m}x{bits} needs at least {need} images to fit its "
+                          f"codebooks, and there are {n}: index more images"
+                          f"{fewer}, or leave --compress out (flat)")
+
+
 def build_index(x: np.ndarray, compression: tuple[int, int] | None) -> faiss.Index:
     """A faiss inner-product index of the L2-normalised rows `x`: exact (`IndexFlatIP`), or
     OPQ+PQ (M, bits) from `faiss.index_factory`, its codebooks fitted on `x` itself."""
@@ -305,26 +321,10 @@ def build_index(x: np.ndarray, compression: tuple[int, int] | None) -> faiss.Ind
         index.add(x)
         return index
     m, bits = compression
-    need = min_images(dim, bits)
-    if len(x) < need:
-        fewer = f", or fewer bits: opq:{m}x4 needs {min_images(dim, 4)}" if bits > 4 else ""
-        raise SearchError(f"--compress opq:{m}x{bits} needs at least {need} images to fit its "
-                          f"codebooks, and there are {len(x)}: index more images"
-                          f"{fewer}, or leave --compress out (flat)")
-    # "np": no polysemous training (a reordering of the codes for Hamming-distance filtering,
-    # which this index never uses: 90 % of a 100 s fit of 1,000 vectors, measured)
-    index = faiss.index_factory(dim, f"OPQ{m},PQ{m}x{bits}np", faiss.METRIC_INNER_PRODUCT)
-    opq = faiss.downcast_VectorTransform(index.chain.at(0))
-    pq = faiss.downcast_index(index.index).pq
-    pq.cp.min_points_per_centroid = 1  # no "please provide more points" warning
-    opq.pq = pq  # the rotation is fitted with the index's PQ (its own would have 8 bits)
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(FIT_THREADS)
-    try:
-        index.train(x)
-    finally:
-        faiss.omp_set_num_threads(before)
-        opq.pq = None  # the index owns `pq`
+    check_enough(len(x), dim, compression)
+    # no polysemous training (a reordering of the codes for Hamming-distance filtering, which
+    # this index never uses: 90 % of a 100 s fit of 1,000 vectors, measured)
+    index = opq_pq_index(x, m, bits)
     index.add(x)
     return index
 
@@ -371,8 +371,8 @@ def index_folder(run_dir: str | os.PathLike, folder: str | os.PathLike, out=None
     start = time.perf_counter()
     embedder = load_embedder(run_dir, model, seed, batch_size)
     compression = parse_compression(compress, embedder.dim)
-    if compression and len(files) < min_images(embedder.dim, compression[1]):  # its error, early
-        build_index(np.zeros((len(files), embedder.dim), np.float32), compression)
+    if compression:  # before the folder is embedded
+        check_enough(len(files), embedder.dim, compression)
     loaded = time.perf_counter()
     x, kept, skipped = embed_folder(embedder, folder, files, progress)
     if not kept:
@@ -534,13 +534,13 @@ def own_neighbours(index: ImageIndex, k: int = 1) -> np.ndarray:
 
 def folder_recall_at_1(index: ImageIndex) -> tuple[float, int]:
     """Leave-one-out Recall@1 of an index whose subfolders are the classes (an item is relevant
-    to another in the same folder): (recall, number of queries), over the items whose folder
-    holds another item."""
+    to another in the same folder), as the evaluator scores any faiss index
+    (`ue_lib.evaluate.index_ranking_metrics`, its tie rule): (recall, number of queries), over
+    the items whose folder holds another item."""
     folders = np.array([str(Path(f).parent) for f in index.files])
-    _, inverse, counts = np.unique(folders, return_inverse=True, return_counts=True)
-    valid = counts[inverse] > 1
-    top = own_neighbours(index)[:, 0]
-    return float((folders[top] == folders)[valid].mean()), int(valid.sum())
+    metrics = index_ranking_metrics(index.index, index.embeddings, folders, folders, ks=(1,),
+                                    self_rows=np.arange(len(folders)))
+    return metrics["recall@1"], query_counts(folders)["num_queries"]
 
 
 def top1_agreement(a: ImageIndex, b: ImageIndex) -> float:
@@ -632,8 +632,7 @@ def evaluator_recall_at_1(run_dir: str | os.PathLike, export_dir: str | os.PathL
         embeddings[name] = embed(result.model, model_inputs(result.model, part)[rows])
         labels[name] = part.labels[rows]
     metrics = merged_retrieval_metrics(embeddings, labels, ks=(1,))["all"]
-    counts = {n: np.unique(v, return_counts=True)[1] for n, v in labels.items()}
-    return metrics["recall@1"], int(sum(c[c > 1].sum() for c in counts.values()))
+    return metrics["recall@1"], sum(query_counts(v)["num_queries"] for v in labels.values())
 
 
 def notebook_figure(run_dir: str | os.PathLike, model: str = "kl") -> pd.DataFrame:

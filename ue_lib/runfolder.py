@@ -234,13 +234,11 @@ class RunFolder:
         missing one stops it). For `map`: a pool is started only for work left to do."""
         out = []
         for args in items:
-            self._planning = True
-            try:
-                function(self, *args)
-            except MissingModel:
-                out.append(args)
-            finally:
-                self._planning = False
+            with self.loading_only():
+                try:
+                    function(self, *args)
+                except MissingModel:
+                    out.append(args)
         return out
 
     def map(self, function: Callable, items: Sequence[tuple], what: str = "tasks") -> list:

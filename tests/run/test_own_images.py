@@ -126,6 +126,9 @@ def test_leave_one_out_neighbours_and_recall_by_folder(tmp_path):
     # folders c0 (items 0, 2, 4) and c1 (1, 3) are the classes: only 2 -> 0 is a hit
     assert oi.folder_recall_at_1(index) == (0.2, 5)
     assert oi.self_first_rate(index) == 1.0 and oi.top1_agreement(index, index) == 1.0
+    # item 4 moved next to item 1: item 1's best other item becomes 4 (was 2), the rest keep theirs
+    moved = small_index(tmp_path / "moved", [[1, 0], [0, 1], [1, 0.5], [1, -0.2], [0.3, 1]])
+    assert oi.top1_agreement(index, moved) == 0.8
 
 
 def test_a_damaged_or_missing_index_is_named(tmp_path, capsys):
