@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO))  # this checkout's ue_lib, whatever is installed
 
 from ue_lib.data import DOWNLOADED  # noqa: E402
 from ue_lib.io import atomic_write  # noqa: E402
+from ue_lib.runner import list_notebooks  # noqa: E402
 
 BRANCH = "main"  # the branch the badges open and Colab installs from
 BADGE_TAG, SETUP_TAG = "colab-badge", "colab-setup"
@@ -156,7 +157,7 @@ def block_text(kind: str, pyproject: Path = REPO / "pyproject.toml") -> str:
     as badges) or `launch-table` (every notebook on both, as plain links: the docs are pages of
     the offline book, where the badges' images cannot load)."""
     _, slug = repository(pyproject)
-    names = [p.name for p in sorted((REPO / "notebooks").glob("0*.ipynb"))]
+    names = [p.name for p in list_notebooks(REPO / "notebooks")]
     if kind == "launch-badges":
         return f"{colab_badge(slug, names[0])} {binder_badge(slug)}\n"
     rows = [f"| {name.removesuffix('.ipynb')} | [open in Colab]({colab_url(slug, name)}) | "
@@ -171,7 +172,7 @@ def markdown_text(path: Path, pyproject: Path = REPO / "pyproject.toml") -> str:
 
 def generated(pyproject: Path = REPO / "pyproject.toml") -> dict[Path, str]:
     """Every file this tool writes, with the text it should hold."""
-    out = {path: notebook_text(path, pyproject) for path in sorted((REPO / "notebooks").glob("0*.ipynb"))}
+    out = {path: notebook_text(path, pyproject) for path in list_notebooks(REPO / "notebooks")}
     out[REPO / "binder" / "environment.yml"] = binder_environment(pyproject)
     for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
         if path.is_file() and BLOCK.search(path.read_text(encoding="utf-8")):

@@ -29,14 +29,15 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from io import StringIO
 from pathlib import Path, PurePosixPath
 from warnings import catch_warnings, simplefilter
 
 from .data.core import repository_root
+from .runner import RunError, list_notebooks
 
-NOTEBOOK_GLOB = "[0-9]*_*.ipynb"
 GLOSSARY_HEADING = "## Glossary"
 MATHJAX_SCRIPT = "tex-chtml.js"  # the one combined MathJax component the book loads
 REMOTE_IMAGE = re.compile(r"!\[([^\]]*)\]\((https?://[^)\s]+)(?:\s+\"[^\"]*\")?\)")
@@ -61,16 +62,6 @@ class Book:
     warnings: list[str] = field(default_factory=list)
 
 
-def _order(path: Path) -> tuple:
-    number = re.match(r"\d+", path.name)
-    return (int(number.group()) if number else 0, path.name)
-
-
-def notebook_order(paths) -> list[Path]:
-    """Numbered notebooks in the order they run: by their leading number, then by name."""
-    return sorted((Path(p) for p in paths), key=_order)
-
-
 def read_notebook(path: Path) -> dict:
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
@@ -85,17 +76,21 @@ def is_executed(notebook: dict) -> bool:
                for c in notebook.get("cells", []))
 
 
-def executed_notebooks(run_dir: Path) -> list[Path]:
-    """The run folder's executed notebooks in order; a BookError when there is no run folder
-    or no executed notebook in it."""
+def executed_notebooks(run_dir: Path) -> dict[Path, dict]:
+    """The run folder's executed notebooks, in the order `ue run` runs them
+    (`ue_lib.runner.list_notebooks`), each read once: {path: notebook}; a BookError when there
+    is no run folder or no executed notebook in it."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise BookError(f"{run_dir} is not a folder; give a run folder made by `ue run --out`")
     if not (run_dir / "run.json").is_file() and not (run_dir / "notebooks").is_dir():
         raise BookError(f"{run_dir} is not a run folder (no run.json, no notebooks/); give the "
                         f"folder `ue run --out` wrote")
-    books = [p for p in notebook_order((run_dir / "notebooks").glob(NOTEBOOK_GLOB))
-             if is_executed(read_notebook(p))]
+    try:
+        paths = list_notebooks(run_dir / "notebooks")
+    except RunError:
+        paths = []
+    books = {p: nb for p, nb in ((p, read_notebook(p)) for p in paths) if is_executed(nb)}
     if not books:
         raise BookError(f"{run_dir / 'notebooks'} holds no executed notebook; run them first: "
                         f"ue run --out {run_dir}")
@@ -146,12 +141,12 @@ def _source(cell: dict) -> str:
     return "".join(source) if isinstance(source, list) else source
 
 
-def glossary_page(notebooks: list[Path], link_of) -> str | None:
+def glossary_page(notebooks: Mapping[Path, dict], link_of) -> str | None:
     """The glossary page, from the first notebook with a "## Glossary" section (its markdown
     cells up to the next heading of level 1 or 2), or None."""
-    for path in notebooks:
+    for path, nb in notebooks.items():
         cells, found = [], False
-        for cell in read_notebook(path).get("cells", []):
+        for cell in nb.get("cells", []):
             text = _source(cell) if cell.get("cell_type") == "markdown" else ""
             if not found:
                 found = text.startswith(GLOSSARY_HEADING)
@@ -162,14 +157,14 @@ def glossary_page(notebooks: list[Path], link_of) -> str | None:
                 break
             cells.append(text.strip())
         if found:
-            title = _notebook_title(path)
+            title = _notebook_title(path, nb)
             return (f"# Glossary\n\n*From [{title}]({link_of(path)}), as executed in this run.*\n\n"
                     + "\n\n".join(cells) + "\n")
     return None
 
 
-def _notebook_title(path: Path) -> str:
-    for cell in read_notebook(path).get("cells", []):
+def _notebook_title(path: Path, nb: dict) -> str:
+    for cell in nb.get("cells", []):
         text = _source(cell)
         if cell.get("cell_type") == "markdown" and text.startswith("# "):
             return text.splitlines()[0][2:].strip()
@@ -209,11 +204,11 @@ def run_page(run: dict, link_of=None) -> str:
     return "\n".join(lines)
 
 
-def _shown_images(notebooks: list[Path]) -> set[str]:
+def _shown_images(notebooks: Mapping[Path, dict]) -> set[str]:
     """sha256 of every PNG the notebooks show (`RunFolder.show` displays the saved file's bytes)."""
     shown = set()
-    for path in notebooks:
-        for cell in read_notebook(path).get("cells", []):
+    for nb in notebooks.values():
+        for cell in nb.get("cells", []):
             for output in cell.get("outputs", []):
                 data = output.get("data", {}).get("image/png")
                 if data:
@@ -222,11 +217,10 @@ def _shown_images(notebooks: list[Path]) -> set[str]:
     return shown
 
 
-def extra_figures(run_dir: Path, notebooks: list[Path]) -> list[Path]:
+def extra_figures(run_dir: Path, notebooks: Mapping[Path, dict]) -> list[Path]:
     """The image files of RUN_DIR/figures that no notebook output shows, in notebook order."""
     shown = _shown_images(notebooks)
-    files = sorted((Path(run_dir) / "figures").glob("*/*.png"),
-                   key=lambda p: (_order(p.parent), p.name))
+    files = sorted((Path(run_dir) / "figures").glob("*/*.png"))
     return [p for p in files if hashlib.sha256(p.read_bytes()).hexdigest() not in shown]
 
 
@@ -280,9 +274,9 @@ def local_links(text: str, page: str, repo: Path | None, src: Path) -> str:
     return LOCAL_LINK.sub(fix, text)
 
 
-def _stage_notebook(path: Path, dst: Path) -> None:
-    """A copy of an executed notebook whose markdown loads nothing from other sites."""
-    nb = read_notebook(path)
+def _stage_notebook(nb: dict, dst: Path) -> None:
+    """A copy of an executed notebook whose markdown loads nothing from other sites (`nb` is
+    changed in place: the book's reading of it)."""
     for cell in nb.get("cells", []):
         if cell.get("cell_type") == "markdown":
             cell["source"] = offline_markdown(_source(cell))
@@ -311,19 +305,20 @@ def _readme(repo: Path | None) -> str:
         return "# ue_lib\n"
 
 
-def stage(run_dir: Path, notebooks: list[Path], src: Path, repo: Path | None) -> list[str]:
-    """Write the book's sources into `src`; return its pages in order."""
+def stage(run_dir: Path, notebooks: Mapping[Path, dict], src: Path, repo: Path | None,
+          run: dict) -> list[str]:
+    """Write the book's sources into `src` (`notebooks`: `executed_notebooks`, `run`: its
+    run.json); return its pages in order."""
     run_dir, readme = Path(run_dir), _readme(repo)
     (src / "notebooks").mkdir(parents=True)
     names = {p.stem: f"notebooks/{p.name}" for p in notebooks}
-    for path in notebooks:
-        _stage_notebook(path, src / names[path.stem])
-    run = read_run(run_dir)
-    pages = {"run.md": run_page(run, lambda name: names.get(name))}
+    figures = extra_figures(run_dir, notebooks)  # before staging changes the notebooks' markdown
     glossary = glossary_page(notebooks, lambda p: names[p.stem])
+    for path, nb in notebooks.items():
+        _stage_notebook(nb, src / names[path.stem])
+    pages = {"run.md": run_page(run, lambda name: names.get(name))}
     if glossary:
         pages["glossary.md"] = glossary
-    figures = extra_figures(run_dir, notebooks)
     if figures:
         pages["figures.md"] = _figures_page(figures, run_dir, src)
     for name, text in pages.items():
@@ -331,14 +326,15 @@ def stage(run_dir: Path, notebooks: list[Path], src: Path, repo: Path | None) ->
     docs = docs_order(readme, sorted((repo / "docs").glob("*.md")) if repo else [])
     if docs:
         (src / "docs").mkdir()
-        for path in docs:
-            (src / "docs" / path.name).write_text(offline_markdown(path.read_text()))
-        for path in docs:  # once every page is there
-            page = src / "docs" / path.name
-            page.write_text(local_links(page.read_text(), f"docs/{path.name}", repo, src))
+        texts = {path.name: offline_markdown(path.read_text(encoding="utf-8")) for path in docs}
+        for name, text in texts.items():
+            (src / "docs" / name).write_text(text, encoding="utf-8")
+        for name, text in texts.items():  # once every page is there
+            (src / "docs" / name).write_text(local_links(text, f"docs/{name}", repo, src),
+                                             encoding="utf-8")
     this_run = [n[:-3] for n in ("glossary.md", "run.md", "figures.md") if n in pages]
     index = (local_links(offline_markdown(introduction(readme)), "index.md", repo, src)
-             + f"\nThis book shows a run of profile `{run.get('profile', '?')}`: its executed "
+             + f"\nThis book shows a run of profile `{run.get('profile', run_dir.name)}`: its executed "
              "notebooks as they ran, its figures, and the project's documentation.\n\n"
              + _toctree("Notebooks", [n[:-6] for n in names.values()])
              + _toctree("This run", this_run)
@@ -418,16 +414,17 @@ def build_book(run_dir: str | os.PathLike, out: str | os.PathLike | None = None)
     """Build the book of `run_dir` into `out` (default RUN_DIR/book); return what was made."""
     start = time.perf_counter()
     run_dir = Path(run_dir)
-    notebooks = executed_notebooks(run_dir)
+    notebooks, run = executed_notebooks(run_dir), read_run(run_dir)
     out = Path(out) if out is not None else run_dir / "book"
     _check_out(out, run_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ue-book-") as tmp:
         src, built = Path(tmp) / "src", out.with_name(f".{out.name}.new{os.getpid()}")
         try:
-            pages = stage(run_dir, notebooks, src, repository_root())
-            profile = read_run(run_dir).get("profile", run_dir.name)
-            (src / "conf.py").write_text(_conf_py(sphinx_config(f"ue_lib · the {profile} run")))
+            pages = stage(run_dir, notebooks, src, repository_root(), run)
+            profile = run.get("profile", run_dir.name)
+            (src / "conf.py").write_text(_conf_py(sphinx_config(f"ue_lib · the {profile} run")),
+                                         encoding="utf-8")
             warnings = _sphinx_build(src, built, Path(tmp) / "doctrees")
             _trim_mathjax(built)
             if (built / "_sources").is_dir() and not any((built / "_sources").iterdir()):
